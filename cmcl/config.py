@@ -1,0 +1,355 @@
+"""Run configuration: frozen dataclasses built once at the boundary.
+
+A run is one (benchmark pair, method, settings, seed). Every setting lives in
+one of four sections and is addressed by a dotted key (``train.steps``,
+``method.tau``); a few short aliases exist for the searched hyperparameters
+(``lambda``, ``tau``, ``T``, ``delta``). Defaults follow shared/SPEC.md; a
+benchmark may supply its own defaults (the synthetic ones use a shorter
+schedule), and explicit overrides always win.
+
+    config = RunConfig.from_overrides({"data.pair": "D2-D1", "lambda": 1.0})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ALIASES = {
+    "lambda": "method.lam",
+    "lam": "method.lam",
+    "tau": "method.tau",
+    "T": "method.threshold",
+    "threshold": "method.threshold",
+    "delta": "method.delta",
+    "method": "method.name",
+    "benchmark": "data.benchmark",
+    "pair": "data.pair",
+    "seed": "train.seed",
+    "sampling": "data.sampling",
+    "fusion": "model.fusion",
+}
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the two domains come from and how windows are drawn."""
+
+    benchmark: str = "synthetic-epic"
+    pair: str = "D2-D1"
+    root: str | None = None
+    """Frames root (video mode on real data)."""
+    splits: str | None = None
+    """Directory of annotation files (EPIC split pickles, TA3N lists)."""
+    features: str | None = None
+    """Feature store directory; feature mode on real data."""
+    sampling: str = "independent"
+    """independent: RGB and flow windows drawn separately; synchronised: one shared window."""
+    test_windows: int = 5
+    loader_workers: int = 2
+    rgb_template: str | None = None
+    flow_template: str | None = None
+
+    def __post_init__(self) -> None:
+        from cmcl.data.benchmarks import get_benchmark
+
+        get_benchmark(self.benchmark)
+        _choice("data.sampling", self.sampling, ("independent", "synchronised"))
+        _positive("data.test_windows", self.test_windows)
+        _positive("data.loader_workers", self.loader_workers, allow_zero=True)
+        object.__setattr__(self, "pair", normalise_pair(self.pair))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The two-stream network (SPEC section 1)."""
+
+    backbone: str = "features"
+    """features: trainable layers over pre-extracted window features; i3d: end-to-end video."""
+    feature_dim: int = 1024
+    dropout: float = 0.5
+    fusion: str = "sum"
+    proj_hidden: int = 1024
+    proj_dim: int = 128
+    sync_bn: bool = False
+    i3d_rgb: str | None = None
+    i3d_flow: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice("model.backbone", self.backbone, ("features", "i3d"))
+        _choice("model.fusion", self.fusion, ("sum", "mean"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("feature_dim", "proj_hidden", "proj_dim"):
+            _positive(f"model.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The adaptation method and its hyperparameters (SPEC sections 2-5, 8)."""
+
+    name: str = "cmco"
+    lam: float = 1.25
+    """lambda: weight of the adaptation terms (Eq. 7)."""
+    tau: float = 0.1
+    threshold: float = 0.8
+    """T: pseudo-label confidence threshold on softmax(fused logits)."""
+    delta: float = 0.5
+    """Memory-bank momentum."""
+    head_in_modality: bool = True
+    head_in_domain: bool = False
+    cross_domain_form: str = "per_anchor"
+    modality_positive: str = "bank"
+    bank_init: str = "pass"
+    mmd_weight: float = 0.2
+    mcd_weight: float = 0.2
+    correspondence_weight: float = 1.0
+    correspondence_weight_warmup: float = 5.0
+    grl_scale: float = 0.2
+    adabn_reestimate: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("method.lam", self.lam, allow_zero=True)
+        if not 0.01 <= self.tau <= 10.0:
+            raise ValueError(f"method.tau must be in [0.01, 10], got {self.tau}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold T must be in (0, 1], got {self.threshold}")
+        if not 0.0 <= self.delta < 1.0:
+            raise ValueError(f"method.delta (bank momentum) must be in [0, 1), got {self.delta}")
+        _choice("method.cross_domain_form", self.cross_domain_form, ("per_anchor", "batch"))
+        _choice("method.modality_positive", self.modality_positive, ("bank", "batch"))
+        _choice("method.bank_init", self.bank_init, ("pass", "random"))
+        for name in ("mmd_weight", "mcd_weight", "correspondence_weight", "grl_scale"):
+            _positive(f"method.{name}", getattr(self, name), allow_zero=True)
+        _positive(
+            "method.correspondence_weight_warmup",
+            self.correspondence_weight_warmup,
+            allow_zero=True,
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Schedule, optimiser, evaluation and checkpointing (SPEC section 7)."""
+
+    seed: int = 0
+    warmup_steps: int = 3000
+    steps: int = 6000
+    lr: float = 0.01
+    lr_step: int = 3000
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-7
+    batch_source: int = 16
+    batch_target: int = 16
+    eval_every: int = 50
+    eval_last_k: int = 9
+    eval_batch: int = 256
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16."""
+    dump_features: int = 256
+    """Segments per domain whose features are written at the end (t-SNE); 0 disables."""
+
+    def __post_init__(self) -> None:
+        _positive("train.warmup_steps", self.warmup_steps, allow_zero=True)
+        for name in ("steps", "lr", "batch_source", "batch_target", "eval_every"):
+            _positive(f"train.{name}", getattr(self, name))
+        for name in ("eval_last_k", "eval_batch", "checkpoint_every", "keep_checkpoints"):
+            _positive(f"train.{name}", getattr(self, name))
+        _positive("train.lr_step", self.lr_step, allow_zero=True)
+        _positive("train.dump_features", self.dump_features, allow_zero=True)
+        _choice("train.precision", self.precision, ("auto", "fp32", "bf16"))
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; ``out`` is its directory (None: no files written)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: str | None = None
+    resume: str | None = None
+    """Checkpoint directory to continue from."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key -> value, for results tables."""
+        return {
+            f"{section}.{key}": value
+            for section in SECTIONS
+            for key, value in dataclasses.asdict(getattr(self, section)).items()
+        }
+
+    def replace(self, overrides: Mapping[str, Any]) -> RunConfig:
+        """A copy with dotted-key (or alias) overrides applied and validated."""
+        return _apply(self, overrides)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_dict` (unknown keys are an error)."""
+        overrides: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in SECTIONS and isinstance(value, Mapping):
+                overrides.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                overrides[key] = value
+        return _apply(cls(), overrides, with_benchmark_defaults=False)
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+        """Defaults, then the benchmark's defaults, then ``overrides`` (dotted keys or aliases)."""
+        return _apply(cls(), dict(overrides or {}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+
+SECTIONS = ("data", "model", "method", "train")
+_TOP_LEVEL = ("out", "resume")
+
+
+def normalise_pair(pair: str) -> str:
+    """``"D2->D1"``, ``"D2-D1"`` and ``"d2→d1"`` all become ``"D2-D1"``."""
+    text = str(pair).strip().replace("→", "-").replace("->", "-").replace(">", "-")
+    parts = [p for p in text.split("-") if p]
+    if len(parts) != 2:
+        raise ValueError(f"pair must look like SOURCE-TARGET (e.g. D2-D1 or U-H); got {pair!r}")
+    return f"{parts[0].upper()}-{parts[1].upper()}"
+
+
+def resolve_key(key: str) -> tuple[str | None, str]:
+    """Map a dotted key or alias to (section, field); section None for top-level keys."""
+    key = ALIASES.get(key, key)
+    if key in _TOP_LEVEL:
+        return None, key
+    section, _, name = key.partition(".")
+    if section not in SECTIONS or not name:
+        valid = sorted([*ALIASES, *_TOP_LEVEL, *(f"{s}.<field>" for s in SECTIONS)])
+        raise KeyError(f"unknown setting {key!r}; valid: {', '.join(valid)}")
+    fields = {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}
+    if name not in fields:
+        raise KeyError(f"unknown setting {key!r}; {section} has: {', '.join(sorted(fields))}")
+    return section, name
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set key=value`` right-hand side: JSON if it parses, else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.steps=200", "T=0.9"]`` -> ``{"train.steps": 200, "T": 0.9}``."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected key=value, got {item!r}")
+        result[key.strip()] = parse_value(value)
+    return result
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "train": TrainConfig,
+}
+
+
+def _coerce(section: str, name: str, value: Any) -> Any:
+    hints = typing.get_type_hints(_SECTION_TYPES[section])
+    hint = hints[name]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"{section}.{name} cannot be empty")
+    for kind in allowed:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:
+                    pass
+        elif kind is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+        elif kind is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+    names = "/".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise ValueError(f"{section}.{name} expects {names}, got {value!r}")
+
+
+def _apply(
+    base: RunConfig, overrides: Mapping[str, Any], *, with_benchmark_defaults: bool = True
+) -> RunConfig:
+    resolved: dict[tuple[str | None, str], Any] = {}
+    for key, value in overrides.items():
+        resolved[resolve_key(key)] = value
+    if with_benchmark_defaults:
+        from cmcl.data.benchmarks import benchmark_defaults
+
+        name = resolved.get(("data", "benchmark"), base.data.benchmark)
+        for key, value in benchmark_defaults(str(name)).items():
+            resolved.setdefault(resolve_key(key), value)
+    sections = {s: dataclasses.asdict(getattr(base, s)) for s in SECTIONS}
+    top = {k: getattr(base, k) for k in _TOP_LEVEL}
+    for (section, name), value in resolved.items():
+        if section is None:
+            top[name] = None if value is None else str(value)
+        else:
+            sections[section][name] = _coerce(section, name, value)
+    built = {s: _SECTION_TYPES[s](**sections[s]) for s in SECTIONS}
+    return RunConfig(**built, **top)
