@@ -1,0 +1,23 @@
+"""Shape checks shared by the loss modules."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_matrix(name: str, tensor: torch.Tensor, dim: int | None = None) -> None:
+    if tensor.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (rows, D), got shape {tuple(tensor.shape)}")
+    if dim is not None and tensor.shape[1] != dim:
+        raise ValueError(f"{name} must have D={dim} columns, got shape {tuple(tensor.shape)}")
+
+
+def check_vector(name: str, tensor: torch.Tensor, length: int) -> None:
+    if tensor.dim() != 1 or tensor.shape[0] != length:
+        raise ValueError(f"{name} must have shape ({length},), got {tuple(tensor.shape)}")
+
+
+def check_tau(tau: float) -> float:
+    if not 0.0 < tau <= 10.0:
+        raise ValueError(f"temperature tau must be in (0, 10], got {tau}")
+    return float(tau)

@@ -1,0 +1,145 @@
+"""Cross-domain contrastive loss (Kim et al., ICCV 2021, Eqs. 4-6)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from cmcl.losses._checks import check_matrix, check_tau, check_vector
+
+FORMS = ("per_anchor", "batch")
+
+
+class AnchorLosses(NamedTuple):
+    """Per-anchor losses of the anchors that count (confident, with a positive)."""
+
+    losses: torch.Tensor
+    """(M,) losses of the used anchors."""
+    used: torch.Tensor
+    """(N,) bool: which anchors were used."""
+
+
+class BatchTerms(NamedTuple):
+    """The two log-sums of the literal batch form: loss = all_lse - positive_lse."""
+
+    positive_lse: torch.Tensor
+    all_lse: torch.Tensor
+    has_positive: bool
+
+
+class CrossDomainContrastiveLoss(nn.Module):
+    """Pull confident target features towards source bank rows of their pseudo-class.
+
+    ``per_anchor`` (default; multi-positive InfoNCE), for each confident anchor i
+    with pseudo-label yhat_i and at least one positive::
+
+        l_i = -logsumexp_{j: y_j = yhat_i} (a_i . V[j] / tau) + logsumexp_j (a_i . V[j] / tau)
+
+    averaged over those anchors. ``batch`` is the paper's literal single-log
+    form: both sums run over all confident anchors before the log. The loss is
+    exactly 0 (still attached to the graph) when no anchor is confident or no
+    positive exists.
+
+    Args:
+        tau: temperature (> 0; stable down to 0.01).
+        form: "per_anchor" or "batch".
+
+    Shape:
+        anchors: (N, D) L2-normalised current target features
+        bank: (K, D) L2-normalised source bank
+        bank_labels: (K,) source labels
+        pseudo_labels: (N,) yhat
+        confident: (N,) bool, max softmax >= T
+        valid (optional): (K,) bool rows that may be used
+        output: scalar
+    """
+
+    def __init__(self, tau: float = 0.1, form: str = "per_anchor") -> None:
+        super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(FORMS)}; got {form!r}")
+        self.tau = check_tau(tau)
+        self.form = form
+
+    def _masks(self, anchors, bank, bank_labels, pseudo_labels, confident, valid):
+        check_matrix("anchors", anchors)
+        check_matrix("bank", bank, anchors.shape[1])
+        check_vector("bank_labels", bank_labels, bank.shape[0])
+        check_vector("pseudo_labels", pseudo_labels, anchors.shape[0])
+        check_vector("confident", confident, anchors.shape[0])
+        keep = torch.ones(bank.shape[0], dtype=torch.bool, device=bank.device)
+        if valid is not None:
+            check_vector("valid", valid, bank.shape[0])
+            keep = valid.bool()
+        positives = (pseudo_labels.unsqueeze(1) == bank_labels.unsqueeze(0)) & keep.unsqueeze(0)
+        return confident.bool(), positives, keep
+
+    def per_anchor(
+        self,
+        anchors: torch.Tensor,
+        bank: torch.Tensor,
+        bank_labels: torch.Tensor,
+        pseudo_labels: torch.Tensor,
+        confident: torch.Tensor,
+        *,
+        valid: torch.Tensor | None = None,
+    ) -> AnchorLosses:
+        """Losses of the used anchors (for callers that normalise by a global count)."""
+        confident, positives, keep = self._masks(
+            anchors, bank, bank_labels, pseudo_labels, confident, valid
+        )
+        used = confident & positives.any(dim=1)
+        # Only used anchors enter the log-sums: a row with no positive would give
+        # logsumexp(-inf) = -inf and a NaN gradient even when masked out afterwards.
+        logits = anchors[used].float() @ bank.float().t() / self.tau
+        pos = logits.masked_fill(~positives[used], float("-inf")).logsumexp(dim=1)
+        everything = logits.masked_fill(~keep.unsqueeze(0), float("-inf")).logsumexp(dim=1)
+        return AnchorLosses(losses=everything - pos, used=used)
+
+    def batch_terms(
+        self,
+        anchors: torch.Tensor,
+        bank: torch.Tensor,
+        bank_labels: torch.Tensor,
+        pseudo_labels: torch.Tensor,
+        confident: torch.Tensor,
+        *,
+        valid: torch.Tensor | None = None,
+    ) -> BatchTerms:
+        """Log-sums over all confident anchors (the literal form), for cross-worker combination."""
+        confident, positives, keep = self._masks(
+            anchors, bank, bank_labels, pseudo_labels, confident, valid
+        )
+        logits = anchors[confident].float() @ bank.float().t() / self.tau
+        pos_mask = positives[confident]
+        has_positive = bool(pos_mask.any())
+        if not has_positive:
+            zero = anchors.sum() * 0.0
+            return BatchTerms(zero, zero, False)
+        pos = logits[pos_mask].logsumexp(dim=0)
+        everything = logits[keep.unsqueeze(0).expand_as(logits)].logsumexp(dim=0)
+        return BatchTerms(positive_lse=pos, all_lse=everything, has_positive=True)
+
+    def forward(
+        self,
+        anchors: torch.Tensor,
+        bank: torch.Tensor,
+        bank_labels: torch.Tensor,
+        pseudo_labels: torch.Tensor,
+        confident: torch.Tensor,
+        *,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if self.form == "batch":
+            terms = self.batch_terms(
+                anchors, bank, bank_labels, pseudo_labels, confident, valid=valid
+            )
+            if not terms.has_positive:
+                return anchors.sum() * 0.0
+            return terms.all_lse - terms.positive_lse
+        result = self.per_anchor(anchors, bank, bank_labels, pseudo_labels, confident, valid=valid)
+        if result.losses.numel() == 0:
+            return anchors.sum() * 0.0
+        return result.losses.mean()

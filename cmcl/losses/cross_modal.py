@@ -1,0 +1,94 @@
+"""Cross-modal contrastive loss (Kim et al., ICCV 2021, Eqs. 1-3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cmcl.losses._checks import check_matrix, check_tau, check_vector
+
+
+class CrossModalContrastiveLoss(nn.Module):
+    """InfoNCE of one modality's embeddings against the other modality's memory bank.
+
+    For anchor ``a_i`` (modality k, domain d) and bank ``U`` (modality l, same domain)::
+
+        l_i = -a_i . U[p_i] / tau + logsumexp_j (a_i . U[j] / tau)
+
+    and the loss is the mean over anchors. Positive: the other modality of the
+    same segment (bank row ``p_i``); negatives: every other row of the bank.
+    This is one direction; the method sums both directions and both domains.
+
+    Args:
+        tau: temperature (> 0; stable down to 0.01).
+
+    Shape:
+        anchors: (N, D), L2-normalised
+        bank: (K, D), L2-normalised
+        positive_index: (N,) long, rows of ``bank``
+        positive (optional): (N, D); the positive taken from the current batch
+            instead of ``bank[positive_index]`` (which then leaves the denominator)
+        valid (optional): (K,) bool; rows that may act as negatives (unwritten
+            rows of a randomly initialised bank are masked out)
+        output: scalar
+    """
+
+    def __init__(self, tau: float = 0.1) -> None:
+        super().__init__()
+        self.tau = check_tau(tau)
+
+    def per_anchor(
+        self,
+        anchors: torch.Tensor,
+        bank: torch.Tensor,
+        positive_index: torch.Tensor,
+        *,
+        positive: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The unreduced losses, shape (N,)."""
+        check_matrix("anchors", anchors)
+        check_matrix("bank", bank, anchors.shape[1])
+        check_vector("positive_index", positive_index, anchors.shape[0])
+        if positive_index.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"positive_index must be an integer tensor, got {positive_index.dtype}"
+            )
+        if anchors.shape[0] and (positive_index.min() < 0 or positive_index.max() >= bank.shape[0]):
+            raise ValueError(
+                f"positive_index must be in [0, {bank.shape[0]}), got out-of-range rows"
+            )
+        anchors, bank = anchors.float(), bank.float()
+        logits = anchors @ bank.t() / self.tau
+        rows = torch.arange(anchors.shape[0], device=anchors.device)
+        if positive is not None:
+            check_matrix("positive", positive, anchors.shape[1])
+            if positive.shape[0] != anchors.shape[0]:
+                raise ValueError(
+                    f"positive must have shape {tuple(anchors.shape)}, got {tuple(positive.shape)}"
+                )
+            positive_logit = (anchors * positive.float()).sum(dim=1) / self.tau
+            # The bank row of the positive is a stale copy of the same segment: replace it.
+            logits = logits.index_put((rows, positive_index), positive_logit)
+        else:
+            positive_logit = logits[rows, positive_index]
+        if valid is not None:
+            check_vector("valid", valid, bank.shape[0])
+            keep = valid.bool().unsqueeze(0).expand_as(logits).clone()
+            keep[rows, positive_index] = True
+            logits = logits.masked_fill(~keep, float("-inf"))
+        return torch.logsumexp(logits, dim=1) - positive_logit
+
+    def forward(
+        self,
+        anchors: torch.Tensor,
+        bank: torch.Tensor,
+        positive_index: torch.Tensor,
+        *,
+        positive: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        losses = self.per_anchor(anchors, bank, positive_index, positive=positive, valid=valid)
+        if losses.numel() == 0:
+            return anchors.sum() * 0.0
+        return losses.mean()

@@ -1,0 +1,98 @@
+"""Momentum memory bank (Kim et al., ICCV 2021, Eq. 8; CMC-style memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmcl import dist
+
+Gather = Callable[[torch.Tensor], torch.Tensor]
+
+
+class MemoryBank(nn.Module):
+    """One L2-normalised row per training segment, updated with momentum after each step.
+
+    ``update`` sets ``row_i <- normalize(m * row_i + (1 - m) * new_i)`` for every
+    index in the batch. A new bank has zero rows, all unwritten (so a first
+    update stores ``normalize(new_i)``); fill it with :meth:`initialise` (the
+    initialisation pass) or :meth:`reset_random` (random unit rows). ``written``
+    marks rows that losses may use. Rows and the mask are buffers, so they are
+    saved in ``state_dict`` and restored with the model.
+
+    In distributed training every worker must hold the same bank: ``update``
+    and ``initialise`` first pass indices and features through ``gather``
+    (default: all-gather across ranks, a no-op in one process), so each worker
+    applies the whole global batch.
+
+    Args:
+        num_rows: K, segments in the split.
+        dim: D.
+        momentum: m (delta in the paper), in [0, 1).
+        gather: how to collect (indices, features) from all workers.
+
+    Shape:
+        memory: (K, D); written: (K,) bool
+    """
+
+    def __init__(
+        self, num_rows: int, dim: int, momentum: float = 0.5, *, gather: Gather | None = None
+    ) -> None:
+        super().__init__()
+        if num_rows <= 0 or dim <= 0:
+            raise ValueError(f"bank size must be positive, got num_rows={num_rows}, dim={dim}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"bank momentum must be in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.gather = gather
+        self.register_buffer("memory", torch.zeros(num_rows, dim))
+        self.register_buffer("written", torch.zeros(num_rows, dtype=torch.bool))
+
+    @property
+    def num_rows(self) -> int:
+        return self.memory.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.memory.shape[1]
+
+    def _gathered(self, indices: torch.Tensor, features: torch.Tensor):
+        if indices.dim() != 1 or features.dim() != 2 or features.shape != (len(indices), self.dim):
+            raise ValueError(
+                f"expected indices (N,) and features (N, {self.dim}), "
+                f"got {tuple(indices.shape)} and {tuple(features.shape)}"
+            )
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.num_rows):
+            raise ValueError(f"bank indices must be in [0, {self.num_rows})")
+        gather = self.gather if self.gather is not None else dist.all_gather_varlen
+        indices = indices.to(self.memory.device)
+        features = features.detach().to(self.memory.device, self.memory.dtype)
+        return gather(indices), gather(features)
+
+    @torch.no_grad()
+    def reset_random(self, generator: torch.Generator | None = None) -> None:
+        """Random unit rows, all marked unwritten (the cheap initialisation)."""
+        rows = torch.randn(self.memory.shape, generator=generator)
+        self.memory.copy_(F.normalize(rows, dim=1))
+        self.written.zero_()
+
+    @torch.no_grad()
+    def initialise(self, indices: torch.Tensor, features: torch.Tensor) -> None:
+        """Overwrite rows with ``normalize(features)`` (the initialisation pass)."""
+        indices, features = self._gathered(indices, features)
+        self.memory[indices] = F.normalize(features, dim=1)
+        self.written[indices] = True
+
+    @torch.no_grad()
+    def update(self, indices: torch.Tensor, features: torch.Tensor) -> None:
+        """Momentum update of the given rows with new (normalised) vectors."""
+        indices, features = self._gathered(indices, features)
+        mixed = self.momentum * self.memory[indices] + (1 - self.momentum) * features
+        self.memory[indices] = F.normalize(mixed, dim=1)
+        self.written[indices] = True
+
+    def extra_repr(self) -> str:
+        return f"num_rows={self.num_rows}, dim={self.dim}, momentum={self.momentum}"
