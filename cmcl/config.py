@@ -207,8 +207,11 @@ class RunConfig:
         }
 
     def replace(self, overrides: Mapping[str, Any]) -> RunConfig:
-        """A copy with dotted-key (or alias) overrides applied and validated."""
-        return _apply(self, overrides)
+        """A copy with dotted-key (or alias) overrides applied and validated.
+
+        Benchmark defaults are not re-applied: they were resolved when this config was built.
+        """
+        return _apply(self, overrides, with_benchmark_defaults=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:

@@ -128,10 +128,18 @@ class PairData(ABC):
         """Endless local training batches of ``split`` from ``start_step`` on (global batch size)."""
 
     @abstractmethod
-    def eval_batches(self, split: str, *, batch_size: int, windows: str = "test") -> Iterator[dict]:
+    def eval_batches(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        windows: str = "test",
+        indices: torch.Tensor | None = None,
+    ) -> Iterator[dict]:
         """This worker's shard of ``split``: all test windows (``"test"``) or the centre one (``"centre"``).
 
         With ``windows="centre"`` the tensors are ``(N, *window)``, otherwise ``(N, W, *window)``.
+        ``indices`` (sorted): exactly those segments, on this worker alone (no sharding).
         """
 
     def check_split(self, split: str, valid: tuple[str, ...]) -> None:

@@ -142,7 +142,8 @@ def _windows_tensor(column: pa.ChunkedArray, path: Path, name: str) -> torch.Ten
         raise ValueError(f"{path}: column {name!r} must be a fixed-size list of fixed-size lists")
     k, d = array.type.list_size, array.type.value_type.list_size
     values = array.flatten().flatten().to_numpy(zero_copy_only=False)
-    return torch.from_numpy(values.astype(np.float32, copy=False).reshape(len(array), k, d))
+    # A fresh, writable copy: Arrow buffers are read-only and torch would share them.
+    return torch.from_numpy(np.array(values, dtype=np.float32).reshape(len(array), k, d))
 
 
 def read_split(root: str | Path, domain: str, split: str) -> FeatureSplit:
@@ -225,15 +226,24 @@ class FeaturePairData(PairData):
             yield self._batch(data, indices, seeds)
             step += 1
 
-    def eval_batches(self, split: str, *, batch_size: int, windows: str = "test") -> Iterator[dict]:
+    def eval_batches(
+        self,
+        split: str,
+        *,
+        batch_size: int,
+        windows: str = "test",
+        indices: torch.Tensor | None = None,
+    ) -> Iterator[dict]:
         self.check_split(split, EVAL_SPLITS)
         if windows not in ("test", "centre"):
             raise ValueError(f"windows must be 'test' or 'centre', got {windows!r}")
         data = self.splits[split]
-        mine = shard_range(len(data))
+        wanted = (
+            torch.arange(len(data))[list(shard_range(len(data)))] if indices is None else indices
+        )
         domain = "source" if split.startswith("source") else "target"
-        for start in range(mine.start, mine.stop, batch_size):
-            indices = torch.arange(start, min(start + batch_size, mine.stop))
+        for start in range(0, len(wanted), batch_size):
+            indices = wanted[start : start + batch_size]
             rgb, flow = data.rgb[indices], data.flow[indices]
             if windows == "centre":
                 middle = data.num_windows // 2

@@ -1,0 +1,6 @@
+"""The plain-PyTorch trainer (no Ray import anywhere under cmcl.engine)."""
+
+from cmcl.engine.reporting import ConsoleReporter, Reporter
+from cmcl.engine.trainer import FitResult, NonFiniteLossError, fit
+
+__all__ = ["ConsoleReporter", "FitResult", "NonFiniteLossError", "Reporter", "fit"]

@@ -22,11 +22,16 @@ class AnchorLosses(NamedTuple):
 
 
 class BatchTerms(NamedTuple):
-    """The two log-sums of the literal batch form: loss = all_lse - positive_lse."""
+    """The two log-sums of the literal batch form: loss = all_lse - positive_lse.
+
+    A log-sum over an empty set is reported as a zero attached to the graph
+    with its flag False (never -inf, whose gradient would be NaN).
+    """
 
     positive_lse: torch.Tensor
     all_lse: torch.Tensor
     has_positive: bool
+    has_confident: bool
 
 
 class CrossDomainContrastiveLoss(nn.Module):
@@ -114,13 +119,15 @@ class CrossDomainContrastiveLoss(nn.Module):
         )
         logits = anchors[confident].float() @ bank.float().t() / self.tau
         pos_mask = positives[confident]
-        has_positive = bool(pos_mask.any())
-        if not has_positive:
-            zero = anchors.sum() * 0.0
-            return BatchTerms(zero, zero, False)
-        pos = logits[pos_mask].logsumexp(dim=0)
-        everything = logits[keep.unsqueeze(0).expand_as(logits)].logsumexp(dim=0)
-        return BatchTerms(positive_lse=pos, all_lse=everything, has_positive=True)
+        all_mask = keep.unsqueeze(0).expand_as(logits)
+        zero = anchors.sum() * 0.0
+        has_positive, has_confident = bool(pos_mask.any()), bool(all_mask.any())
+        return BatchTerms(
+            positive_lse=logits[pos_mask].logsumexp(dim=0) if has_positive else zero,
+            all_lse=logits[all_mask].logsumexp(dim=0) if has_confident else zero,
+            has_positive=has_positive,
+            has_confident=has_confident,
+        )
 
     def forward(
         self,

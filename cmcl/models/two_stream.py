@@ -99,6 +99,7 @@ class TwoStreamModel(nn.Module):
         self.fusion = fusion
         self.num_classes = num_classes
         self.feature_dim = feature_dim
+        self.proj_dim = proj_dim
         self.streams = nn.ModuleDict(
             {
                 "rgb": Stream(

@@ -1,0 +1,145 @@
+"""Checkpoints: everything needed to continue a run bit-for-bit.
+
+A checkpoint is a directory (so Ray Train can persist it as is)::
+
+    state.pt    method (model, heads, banks), optimiser, scheduler, RNG states,
+                position (stage, step) and the evaluation history
+    meta.json   stage, step, global step, config: readable without torch
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+@dataclass
+class Position:
+    """Completed steps: ``steps_done`` optimiser steps of ``stage``; earlier stages are complete."""
+
+    stage: str
+    steps_done: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": _numpy_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["name"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["gauss"],
+        )
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    method: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    position: Position,
+    meta: dict[str, Any],
+) -> Path:
+    """Write a checkpoint directory atomically (a partial one never appears under its name)."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(
+        {
+            "method": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "stage": position.stage,
+            "steps_done": position.steps_done,
+            "history": position.history,
+        },
+        tmp / STATE_FILE,
+    )
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.replace(directory)
+    return directory
+
+
+def load_checkpoint(
+    directory: str | Path,
+    *,
+    method: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> Position:
+    """Restore states in place and return where the run was."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint state here")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    method.load_state_dict(state["method"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return Position(
+        stage=state["stage"], steps_done=int(state["steps_done"]), history=list(state["history"])
+    )
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``run_dir/checkpoints`` (None if there is none)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file() and p.suffix != ".tmp"]
+    return max(done, key=lambda p: p.name) if done else None
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    root = run_dir / "checkpoints"
+    done = sorted(p for p in root.glob("step_*") if p.suffix != ".tmp")
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,350 @@
+"""The training loop: plain PyTorch, no Ray.
+
+``fit(config, reporter)`` runs the two stages of SPEC section 7 (source-only
+warm-up, then adaptation with the step counter restarted), evaluates every
+``train.eval_every`` steps, checkpoints, and returns the summary. It runs the
+same in a test, a notebook or a Ray Train worker: when ``torch.distributed``
+is initialised it wraps the method in DistributedDataParallel, each worker
+takes its shard of the global batch, and evaluation is gathered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from cmcl import dist
+from cmcl.config import RunConfig
+from cmcl.data.base import PairData
+from cmcl.data.build import build_pair_data
+from cmcl.engine import checkpoint as ckpt
+from cmcl.engine.evaluate import accuracy, predict, target_metrics
+from cmcl.engine.features import dump_features
+from cmcl.engine.reporting import Reporter, summarise, write_json, write_metrics
+from cmcl.methods.base import ADAPT, WARMUP, Method, StepContext
+from cmcl.methods.registry import build_method
+from cmcl.models.build import build_model
+from cmcl.modules.sync_bn import convert_batchnorm
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or inf; the message names the stage, step and term."""
+
+
+@dataclass
+class FitResult:
+    summary: dict[str, Any]
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but CUDA is not available")
+    return torch.device(name)
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def lr_factor(global_step: int, *, warmup: int, lr_step: int, gamma: float) -> float:
+    """SPEC section 7: lr constant in warm-up, divided by 1/gamma at adaptation step ``lr_step``."""
+    if lr_step <= 0:
+        return 1.0
+    return gamma if global_step >= warmup + lr_step else 1.0
+
+
+class _Trainer:
+    """State of one fit(); split into methods only to keep each piece readable."""
+
+    def __init__(self, config: RunConfig, reporter: Reporter, data: PairData | None) -> None:
+        self.config = config
+        self.reporter = reporter
+        self.chief = dist.rank() == 0
+        self.device = resolve_device(config.train.device)
+        if self.device.type == "cuda" and dist.is_distributed():
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.autocast = _autocast(config.train.precision, self.device)
+        seed_everything(config.train.seed)
+        self.data = data if data is not None else build_pair_data(config)
+        self.info = self.data.info
+        model = build_model(config.model, self.info)
+        if self.device.type == "cuda" and config.model.backbone == "i3d":
+            model = model.to(memory_format=torch.channels_last_3d)
+        method = build_method(model=model, config=config.method, info=self.info)
+        if dist.is_distributed() and config.model.sync_bn:
+            method = convert_batchnorm(method, device=self.device)
+        self.method: Method = method.to(self.device)
+        t = config.train
+        self.optimizer = torch.optim.SGD(
+            self.method.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda it: lr_factor(it, warmup=t.warmup_steps, lr_step=t.lr_step, gamma=t.lr_gamma),
+        )
+        self.stages = [(s, n) for s, n in ((WARMUP, t.warmup_steps), (ADAPT, t.steps)) if n > 0]
+        self.run_dir = Path(config.out) if config.out else None
+        self.position = ckpt.Position(stage=self.stages[0][0], steps_done=0)
+        self.learner: torch.nn.Module = self.method
+        self.loss_sums: dict[str, float] = {}
+        self.loss_steps = 0
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0
+
+    # -- setup ---------------------------------------------------------------------------
+    def restore(self) -> None:
+        resume = self.config.resume
+        if resume == "auto":
+            resume = ckpt.latest_checkpoint(self.run_dir) if self.run_dir else None
+        if resume is None:
+            return
+        self.position = ckpt.load_checkpoint(
+            resume, method=self.method, optimizer=self.optimizer, scheduler=self.scheduler
+        )
+        if self.position.history:
+            self.elapsed_before = float(self.position.history[-1].get("elapsed_s", 0.0))
+        log.info("resumed from %s (%s step %d)", resume, *self._where())
+
+    def _where(self) -> tuple[str, int]:
+        return self.position.stage, self.position.steps_done
+
+    def wrap_distributed(self) -> None:
+        if not dist.is_distributed():
+            return
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.learner = DistributedDataParallel(
+            self.method, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False
+        )
+
+    def global_step(self, stage: str, steps_done: int) -> int:
+        before = sum(n for s, n in self.stages[: [s for s, _ in self.stages].index(stage)])
+        return before + steps_done
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> FitResult:
+        if self.run_dir and self.chief:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.run_dir / "config.json")
+        self.restore()
+        self.wrap_distributed()
+        total = sum(n for _, n in self.stages)
+        done = self.global_step(*self._where())
+        self.reporter.on_start(total_steps=total, done_steps=done, is_chief=self.chief)
+        names = [s for s, _ in self.stages]
+        for index, (stage, steps) in enumerate(self.stages):
+            current = names.index(self.position.stage)
+            if index < current:
+                continue
+            start = self.position.steps_done if index == current else 0
+            if start >= steps:
+                continue
+            self.run_stage(stage, steps, start)
+        summary = self.finish()
+        return FitResult(summary=summary, history=self.position.history, run_dir=self.run_dir)
+
+    def batches(self, split: str, stage: str, start: int):
+        t = self.config.train
+        size = t.batch_source if split == "source_train" else t.batch_target
+        return self.data.train_batches(
+            split,
+            batch_size=size,
+            seed=t.seed,
+            stage=[s for s, _ in self.stages].index(stage),
+            start_step=start,
+        )
+
+    def _to_device(self, batch: dict, keep_label: bool = True) -> dict:
+        moved = {}
+        for key, value in batch.items():
+            if key == "label" and not keep_label:
+                continue
+            moved[key] = (
+                value.to(self.device, non_blocking=True) if torch.is_tensor(value) else value
+            )
+        return moved
+
+    def run_stage(self, stage: str, steps: int, start: int) -> None:
+        if stage == ADAPT and start == 0:
+            self.method.begin_adaptation(self.encode)
+            self.method.train()
+        self.position = ckpt.Position(stage=stage, steps_done=start, history=self.position.history)
+        source_iter = self.batches("source_train", stage, start)
+        target_iter = self.batches("target_train", stage, start)
+        needs_target = self.method.needs_target(stage)
+        keep_target_label = self.method.uses_target_labels
+        self.method.train()
+        for step in range(start, steps):
+            ctx = StepContext(stage=stage, step=step, stage_steps=steps)
+            source = self._to_device(next(source_iter))
+            target = (
+                self._to_device(next(target_iter), keep_label=keep_target_label)
+                if needs_target
+                else None
+            )
+            with self.autocast:
+                result = self.learner(source, target, ctx)
+            total = result.total()
+            self._check_and_accumulate(result, total, ctx)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.method.after_step(result, ctx)
+            self.position.steps_done = step + 1
+            self.reporter.on_step(global_step=self.global_step(stage, step + 1))
+            self._maybe_evaluate(stage, step + 1, steps)
+
+    def _check_and_accumulate(self, result, total: torch.Tensor, ctx: StepContext) -> None:
+        names = ["total", *result.losses]
+        values = torch.stack(
+            [total.detach().float()] + [v.detach().float() for v in result.losses.values()]
+        )
+        values = (dist.all_reduce_sum(values) / dist.world_size()).tolist()
+        for name, value in zip(names, values, strict=True):
+            if not np.isfinite(value):
+                raise NonFiniteLossError(
+                    f"loss term {name!r} is {value} at {ctx.stage} step {ctx.step + 1} "
+                    f"(method {self.config.method.name}, pair {self.config.data.pair}, "
+                    f"seed {self.config.train.seed})"
+                )
+            self.loss_sums[name] = self.loss_sums.get(name, 0.0) + value
+        self.loss_steps += 1
+
+    def _maybe_evaluate(self, stage: str, done: int, steps: int) -> None:
+        t = self.config.train
+        checkpoint_now = done % t.checkpoint_every == 0 or done == steps
+        if not (done % t.eval_every == 0 or checkpoint_now):
+            return
+        metrics = self.evaluate(stage, done)
+        self.position.history.append(metrics)
+        path = None
+        if self.run_dir is not None:
+            if self.chief:
+                write_metrics(self.run_dir / "metrics.parquet", self.position.history)
+            if checkpoint_now:
+                path = self.save(stage, done)
+        self.reporter.on_evaluation(metrics, checkpoint=path, is_chief=self.chief)
+
+    # -- evaluation, checkpoints, end ----------------------------------------------------
+    def encode(self, split: str):
+        """Centre-window features of this worker's shard of ``split`` (bank initialisation)."""
+        model = self.method.model
+        model.eval()
+        with torch.no_grad():
+            for batch in self.data.eval_batches(
+                split, batch_size=self.config.train.eval_batch, windows="centre"
+            ):
+                rgb = batch["rgb"].to(self.device, non_blocking=True)
+                flow = batch["flow"].to(self.device, non_blocking=True)
+                with self.autocast:
+                    out = model(rgb, flow)
+                features = {m: f.float() for m, f in out.features.items()}
+                yield batch["index"].to(self.device), features
+        model.train()
+
+    def evaluate(self, stage: str, done: int) -> dict[str, Any]:
+        t = self.config.train
+        model = self.method.model
+        kwargs = {"batch_size": t.eval_batch, "device": self.device, "autocast": self.autocast}
+        target = predict(model, self.data, "target_test", **kwargs)
+        metrics: dict[str, Any] = {
+            "stage": stage,
+            "step": done,
+            "global_step": self.global_step(stage, done),
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        metrics.update(
+            target_metrics(
+                target, threshold=self.config.method.threshold, num_classes=self.info.num_classes
+            )
+        )
+        source = predict(model, self.data, "source_val", **kwargs)
+        metrics["source_val_acc"] = accuracy(source.fused, source.label)
+        for name, value in self.loss_sums.items():
+            metrics[f"loss_{name}"] = value / max(1, self.loss_steps)
+        self.loss_sums, self.loss_steps = {}, 0
+        metrics["elapsed_s"] = self.elapsed_before + time.perf_counter() - self.started
+        return metrics
+
+    def save(self, stage: str, done: int) -> Path | None:
+        assert self.run_dir is not None
+        global_step = self.global_step(stage, done)
+        path = self.run_dir / "checkpoints" / f"step_{global_step:07d}"
+        if self.chief:
+            ckpt.save_checkpoint(
+                path,
+                method=self.method,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                position=self.position,
+                meta={"stage": stage, "step": done, "global_step": global_step},
+            )
+            ckpt.prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        dist.barrier()
+        return path if self.chief else None
+
+    def finish(self) -> dict[str, Any]:
+        history = self.position.history
+        summary = summarise(history, last_k=self.config.train.eval_last_k)
+        wall = self.elapsed_before + time.perf_counter() - self.started
+        steps = sum(n for _, n in self.stages)
+        summary.update(
+            {
+                "steps": steps,
+                "wall_s": wall,
+                "steps_per_s": steps / wall if wall > 0 else float("nan"),
+                "config": self.config.flat(),
+            }
+        )
+        if self.run_dir is not None and self.chief:
+            if self.config.train.dump_features > 0:
+                dump_features(
+                    self.method.model,
+                    self.data,
+                    self.run_dir / "features.parquet",
+                    per_domain=self.config.train.dump_features,
+                    seed=self.config.train.seed,
+                    device=self.device,
+                    autocast=self.autocast,
+                )
+            write_json(self.run_dir / "summary.json", summary)
+        self.reporter.on_end(summary, is_chief=self.chief)
+        return summary
+
+
+def fit(
+    config: RunConfig, reporter: Reporter | None = None, *, data: PairData | None = None
+) -> FitResult:
+    """Train and evaluate one run; see the module docstring.
+
+    Args:
+        config: the run (``config.out`` None: nothing is written; ``config.resume``:
+            a checkpoint directory, or ``"auto"`` for the newest one under ``out``).
+        reporter: progress/metrics hooks (Ray adapter, console); default: silent.
+        data: an already built :class:`PairData` (tests, sweeps reusing loaded data).
+    """
+    return _Trainer(config, reporter or Reporter(), data).run()

@@ -1,0 +1,108 @@
+"""What a method is: a module that turns (source, target) batches into named, weighted losses.
+
+The trainer knows no method. Each step it calls ``method(source, target, ctx)``
+and gets a :class:`StepResult`: unweighted loss terms, their weights, and
+detached tensors the method wants back in :meth:`Method.after_step` (after
+the optimiser step: memory-bank updates). A method owns the model and any
+extra heads (discriminators, second classifiers) and banks it needs, so that
+``method.state_dict()`` is the whole training state of the network and
+``method.parameters()`` is everything the optimiser updates.
+
+Adding a method = one file under cmcl/methods/ with a subclass + one line in
+cmcl/methods/registry.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmcl.config import MethodConfig
+from cmcl.data.base import DataInfo
+from cmcl.models.two_stream import StreamOutput, TwoStreamModel
+
+WARMUP, ADAPT = "warmup", "adapt"
+
+Encode = Callable[[str], Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]]
+"""``encode(split)`` yields (indices, {"rgb": F, "flow": F}) over this worker's shard of
+``split`` (centre window, eval mode, no grad); used to initialise banks."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Where training is: stage, step within the stage (0-based) and the stage length."""
+
+    stage: str
+    step: int
+    stage_steps: int
+
+    @property
+    def progress(self) -> float:
+        """p in [0, 1]: fraction of the current stage done (GRL ramps use it)."""
+        return min(1.0, self.step / max(1, self.stage_steps))
+
+
+@dataclass
+class StepResult:
+    """Unweighted loss terms, their weights, and state for :meth:`Method.after_step`."""
+
+    losses: dict[str, torch.Tensor]
+    weights: dict[str, float]
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def total(self) -> torch.Tensor:
+        return sum(self.weights[name] * value for name, value in self.losses.items())
+
+
+class Method(nn.Module):
+    """Base class: source cross-entropy on the fused logits, nothing else.
+
+    Subclasses set the class attributes and override :meth:`adaptation_losses`
+    (and :meth:`after_step` / :meth:`begin_adaptation` when they keep banks).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper_rows: ClassVar[tuple[str, ...]] = ()
+    """Which rows of the paper's tables this method reproduces (for ``cmcl methods``)."""
+    uses_target_labels: ClassVar[bool] = False
+    """Only the supervised upper bound may read target labels; the trainer strips them otherwise."""
+
+    def __init__(self, *, model: TwoStreamModel, config: MethodConfig, info: DataInfo) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.num_classes = info.num_classes
+
+    def needs_target(self, stage: str) -> bool:
+        """Whether the trainer must draw and pass a target batch in ``stage``."""
+        return stage == ADAPT
+
+    def forward(self, source: dict, target: dict | None, ctx: StepContext) -> StepResult:
+        out_s = self.model(source["rgb"], source["flow"])
+        losses = {"src_ce": F.cross_entropy(out_s.fused.float(), source["label"])}
+        weights = {"src_ce": 1.0}
+        if ctx.stage == ADAPT:
+            extra = self.adaptation_losses(source, target, out_s, ctx)
+            losses.update(extra.losses)
+            weights.update(extra.weights)
+            return StepResult(losses=losses, weights=weights, state=extra.state)
+        return StepResult(losses=losses, weights=weights)
+
+    def adaptation_losses(
+        self, source: dict, target: dict | None, out_s: StreamOutput, ctx: StepContext
+    ) -> StepResult:
+        """Terms added to the source cross-entropy in the adaptation stage."""
+        return StepResult(losses={}, weights={})
+
+    def begin_adaptation(self, encode: Encode) -> None:
+        """Called once when the adaptation stage starts (not again on resume)."""
+
+    @torch.no_grad()
+    def after_step(self, result: StepResult, ctx: StepContext) -> None:
+        """Called after each optimiser step with the step's result."""

@@ -1,0 +1,211 @@
+"""Cross-modal contrastive adaptation (Kim et al., ICCV 2021) and its two halves.
+
+* ``cmco_modality``: L_mo^s + L_mo^t, each modality's projected embedding
+  against the other modality's bank of the same domain (Eqs. 1-3).
+* ``cmco_domain``: L_do, confident target features against the source bank
+  rows of their pseudo-class, per modality (Eqs. 4-6).
+* ``cmco``: both, ``L = L_src + lambda * (L_mo^s + L_mo^t + L_do)`` (Eq. 7).
+
+Banks (Eq. 8) hold, per (domain, modality), the projected embedding z for the
+cross-modal term and, for the source domain, the normalised feature f for the
+cross-domain term (or z when the projection head is also used there).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmcl import dist
+from cmcl.config import MethodConfig
+from cmcl.data.base import DataInfo
+from cmcl.losses import CrossDomainContrastiveLoss, CrossModalContrastiveLoss
+from cmcl.losses.cross_domain import BatchTerms
+from cmcl.methods.base import ADAPT, Encode, Method, StepContext, StepResult
+from cmcl.models.two_stream import MODALITIES, StreamOutput, TwoStreamModel
+from cmcl.modules import MemoryBank
+
+DOMAINS = ("source", "target")
+_OTHER = {"rgb": "flow", "flow": "rgb"}
+_SPLIT = {"source": "source_train", "target": "target_train"}
+
+
+class CrossModalContrastive(Method):
+    """Both contrastive terms; subclasses switch one off."""
+
+    name = "cmco"
+    description = "cross-modal + cross-domain contrastive learning with memory banks (the paper)"
+    paper_rows = ("T2 Ours (final)", "T3 Ours (final)", "T4 Ours", "T5 Ours", "T6", "T7", "T8 Con.")
+    use_modality = True
+    use_domain = True
+
+    def __init__(self, *, model: TwoStreamModel, config: MethodConfig, info: DataInfo) -> None:
+        super().__init__(model=model, config=config, info=info)
+        self.modality_loss = CrossModalContrastiveLoss(tau=config.tau)
+        self.domain_loss = CrossDomainContrastiveLoss(tau=config.tau, form=config.cross_domain_form)
+        proj_dim = model.proj_dim
+        sizes = {"source": info.sizes["source_train"], "target": info.sizes["target_train"]}
+        banks: dict[str, MemoryBank] = {}
+        if self.use_modality:
+            for domain in DOMAINS:
+                for modality in MODALITIES:
+                    banks[f"{domain}_{modality}_z"] = MemoryBank(
+                        sizes[domain], proj_dim, config.delta
+                    )
+        if self.use_domain:
+            space, dim = ("z", proj_dim) if config.head_in_domain else ("f", model.feature_dim)
+            for modality in MODALITIES:
+                banks.setdefault(
+                    f"source_{modality}_{space}", MemoryBank(sizes["source"], dim, config.delta)
+                )
+        self.banks = nn.ModuleDict(banks)
+        self.register_buffer("source_labels", info.source_labels.clone().long())
+
+    def _embeddings(self, outputs: dict[str, StreamOutput]) -> dict[str, dict[str, torch.Tensor]]:
+        """Per domain, every vector the banks may need, keyed '<modality>_<space>'.
+
+        The projection head runs once over all (domain, modality) features: one
+        large matmul instead of four small ones, and one gradient accumulation.
+        """
+        vectors: dict[str, dict[str, torch.Tensor]] = {d: {} for d in outputs}
+        keys = [(d, m) for d in outputs for m in MODALITIES]
+        features = [outputs[d].features[m].float() for d, m in keys]
+        for (domain, modality), f in zip(keys, features, strict=True):
+            vectors[domain][f"{modality}_f"] = F.normalize(f, dim=1)
+        if self.use_modality or self.config.head_in_domain:
+            projected = self.model.project(torch.cat(features)).split([len(f) for f in features])
+            for (domain, modality), z in zip(keys, projected, strict=True):
+                vectors[domain][f"{modality}_z"] = z
+        return vectors
+
+    def _modality_term(self, vectors: dict[str, torch.Tensor], domain: str, index: torch.Tensor):
+        per_direction = []
+        for modality in MODALITIES:
+            other = _OTHER[modality]
+            bank = self.banks[f"{domain}_{other}_z"]
+            positive = vectors[f"{other}_z"] if self.config.modality_positive == "batch" else None
+            per_direction.append(
+                self.modality_loss(
+                    vectors[f"{modality}_z"],
+                    bank.memory,
+                    index,
+                    positive=positive,
+                    valid=None if bool(bank.written.all()) else bank.written,
+                )
+            )
+        return sum(per_direction) / len(per_direction)
+
+    def _domain_term(self, vectors: dict[str, torch.Tensor], fused: torch.Tensor, modality: str):
+        probs = torch.softmax(fused.detach().float(), dim=1)
+        confidence, pseudo = probs.max(dim=1)
+        confident = confidence >= self.config.threshold
+        space = "z" if self.config.head_in_domain else "f"
+        bank = self.banks[f"source_{modality}_{space}"]
+        valid = None if bool(bank.written.all()) else bank.written
+        anchors = vectors[f"{modality}_{space}"]
+        args = (anchors, bank.memory, self.source_labels, pseudo, confident)
+        if self.config.cross_domain_form == "batch":
+            return _global_batch_form(self.domain_loss.batch_terms(*args, valid=valid), anchors)
+        result = self.domain_loss.per_anchor(*args, valid=valid)
+        # Mean over the confident anchors of the whole global batch: DDP averages
+        # gradients over workers, so scale the local sum by world / global count.
+        count = dist.all_reduce_sum(result.used.sum().float())
+        if count.item() == 0:
+            return anchors.sum() * 0.0
+        return result.losses.sum() * dist.world_size() / count
+
+    def adaptation_losses(
+        self, source: dict, target: dict | None, out_s: StreamOutput, ctx: StepContext
+    ) -> StepResult:
+        assert target is not None
+        out_t = self.model(target["rgb"], target["flow"])
+        vectors = self._embeddings({"source": out_s, "target": out_t})
+        losses, weights = {}, {}
+        if self.use_modality:
+            for domain, batch in (("source", source), ("target", target)):
+                losses[f"mo_{domain}"] = self._modality_term(
+                    vectors[domain], domain, batch["index"]
+                )
+                weights[f"mo_{domain}"] = self.config.lam
+        if self.use_domain:
+            for modality in MODALITIES:
+                losses[f"do_{modality}"] = self._domain_term(
+                    vectors["target"], out_t.fused, modality
+                )
+                weights[f"do_{modality}"] = self.config.lam
+        state = {"source_index": source["index"], "target_index": target["index"]}
+        for domain in DOMAINS:
+            for key, value in vectors[domain].items():
+                state[f"{domain}_{key}"] = value.detach()
+        return StepResult(losses=losses, weights=weights, state=state)
+
+    @torch.no_grad()
+    def after_step(self, result: StepResult, ctx: StepContext) -> None:
+        if ctx.stage != ADAPT:
+            return
+        for key, bank in self.banks.items():
+            domain = key.split("_", 1)[0]
+            bank.update(result.state[f"{domain}_index"], result.state[key])
+
+    @torch.no_grad()
+    def begin_adaptation(self, encode: Encode) -> None:
+        if self.config.bank_init == "random":
+            for bank in self.banks.values():
+                bank.reset_random()
+            return
+        needed = {key.split("_", 1)[0] for key in self.banks}
+        for domain in DOMAINS:
+            if domain not in needed:
+                continue
+            # Collect the whole shard first: initialise() is a collective, so every
+            # worker must call it the same number of times whatever its shard size.
+            indices, parts = [], {"rgb": [], "flow": []}
+            for index, features in encode(_SPLIT[domain]):
+                indices.append(index)
+                for modality in MODALITIES:
+                    parts[modality].append(features[modality].float())
+            index = torch.cat(indices)
+            vectors = {}
+            for modality in MODALITIES:
+                f = torch.cat(parts[modality])
+                vectors[f"{modality}_f"] = F.normalize(f, dim=1)
+                vectors[f"{modality}_z"] = self.model.project(f)
+            for key, bank in self.banks.items():
+                if key.startswith(domain):
+                    bank.initialise(index, vectors[key.split("_", 1)[1]])
+
+
+def _global_batch_form(terms: BatchTerms, anchors: torch.Tensor) -> torch.Tensor:
+    """The literal batch form over the global batch: log-sums combined across workers.
+
+    Value: all_lse - positive_lse of the global sums. Gradient: each worker's
+    log-sums weighted by their share of the global sums, so that DDP's average
+    of the workers' gradients equals the single-process gradient.
+    """
+    world = dist.world_size()
+    if world == 1:
+        return terms.all_lse - terms.positive_lse if terms.has_positive else anchors.sum() * 0.0
+    present = torch.tensor([terms.has_positive, terms.has_confident], device=anchors.device)
+    local = torch.stack([terms.positive_lse, terms.all_lse]).detach().float()
+    local = torch.where(present, local, torch.full_like(local, -1e30))
+    total = dist.all_gather_cat(local.unsqueeze(0)).logsumexp(dim=0)
+    if bool(total[0] < -1e29):
+        return anchors.sum() * 0.0
+    share = (local - total).exp()
+    surrogate = world * (share[1] * terms.all_lse - share[0] * terms.positive_lse)
+    return surrogate - surrogate.detach() + (total[1] - total[0])
+
+
+class CrossModalOnly(CrossModalContrastive):
+    name = "cmco_modality"
+    description = "only the cross-modal contrastive term (L_mo^s + L_mo^t)"
+    paper_rows = ("T2 Ours (cross-modal)", "T3 Ours (modality)", "T4 Ours (modality)", "T7")
+    use_domain = False
+
+
+class CrossDomainOnly(CrossModalContrastive):
+    name = "cmco_domain"
+    description = "only the cross-domain contrastive term with pseudo-labels (L_do)"
+    paper_rows = ("T2 Ours (cross-domain)", "T3 Ours (domain)", "T4 Ours (domain)")
+    use_modality = False
