@@ -70,11 +70,11 @@ class DataConfig:
     def __post_init__(self) -> None:
         from cmcl.data.benchmarks import get_benchmark
 
-        get_benchmark(self.benchmark)
+        object.__setattr__(self, "pair", normalise_pair(self.pair))
+        get_benchmark(self.benchmark).check_pair(self.pair)
         _choice("data.sampling", self.sampling, ("independent", "synchronised"))
         _positive("data.test_windows", self.test_windows)
         _positive("data.loader_workers", self.loader_workers, allow_zero=True)
-        object.__setattr__(self, "pair", normalise_pair(self.pair))
 
 
 @dataclass(frozen=True)
