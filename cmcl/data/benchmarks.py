@@ -112,4 +112,5 @@ def get_benchmark(name: str) -> Benchmark:
 
 def benchmark_defaults(name: str) -> dict[str, Any]:
     """Settings a benchmark changes from the SPEC defaults (explicit overrides win)."""
-    return dict(get_benchmark(name).defaults)
+    benchmark = get_benchmark(name)
+    return {"data.pair": benchmark.pairs[0], **dict(benchmark.defaults)}
