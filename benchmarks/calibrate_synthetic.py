@@ -180,7 +180,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", type=Path, help="append one JSON line per run here")
+    parser.add_argument(
+        "--summarise", nargs="*", type=Path, help="print the table of saved --json files and exit"
+    )
     args = parser.parse_args()
+    if args.summarise:
+        summarise_files(args.summarise, args.benchmark, args.methods)
+        return
 
     bench = get_benchmark(args.benchmark)
     params = SyntheticParams().replace(**parse_overrides(args.set))
@@ -240,6 +246,28 @@ def main() -> None:
     print_table(results, args.methods)
 
 
+def summarise_files(paths: list[Path], benchmark: str, methods: list[str]) -> None:
+    """Table of saved runs of the default generator parameters (last row per run wins)."""
+    defaults = SyntheticParams().to_dict()
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            bench = get_benchmark(benchmark)
+            if row["params"] == defaults and row["pair"] in bench.pairs:
+                rows[(row["pair"], row["method"], row["seed"])] = row
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for (pair, method, _), row in sorted(rows.items(), key=lambda kv: kv[0][2]):
+        results.setdefault((pair, method), []).append(row)
+    ordered = {
+        k: results[k]
+        for p in get_benchmark(benchmark).pairs
+        for m in methods
+        if (k := (p, m)) in results
+    }
+    print_table(ordered, methods)
+
+
 def _mean_std(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.1f}"
@@ -257,19 +285,23 @@ def print_table(results: dict[tuple[str, str], list[dict[str, float]]], methods)
             cells.append(" / ".join(_mean_std([r[k] for r in runs]) for k in KEYS) if runs else "")
         print(f"| {pair} | " + " | ".join(cells) + " |")
     for m in methods:
-        per_pair = [
-            statistics.fmean(r["target_acc"] for r in results[(p, m)])
-            for p in pairs
-            if (p, m) in results
-        ]
-        means = {
-            k: statistics.fmean(statistics.fmean(r[k] for r in results[(p, m)]) for p in pairs)
-            for k in KEYS
-        }
-        print(
-            f"mean over {len(per_pair)} pairs, {m}: fused {means['target_acc']:.1f}, "
-            f"rgb {means['target_acc_rgb']:.1f}, flow {means['target_acc_flow']:.1f}"
-        )
+        runs = {p: results[(p, m)] for p in pairs if (p, m) in results}
+        if not runs:
+            continue
+        # Spread over seeds of the mean over pairs (seeds every pair has).
+        seeds = set.intersection(*({r["seed"] for r in rs} for rs in runs.values()))
+        cells = []
+        for k in KEYS:
+            mean = statistics.fmean(statistics.fmean(r[k] for r in rs) for rs in runs.values())
+            per_seed = [
+                statistics.fmean(r[k] for rs in runs.values() for r in rs if r["seed"] == s)
+                for s in sorted(seeds)
+            ]
+            spread = f" ± {statistics.stdev(per_seed):.1f}" if len(per_seed) > 1 else ""
+            cells.append(
+                f"{k.replace('target_acc', 'fused').replace('fused_', '')} {mean:.1f}{spread}"
+            )
+        print(f"mean over {len(runs)} pairs, {m}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":
