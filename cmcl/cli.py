@@ -234,9 +234,10 @@ def _train_on_ray(
 ) -> None:
     """``cmcl train`` through Ray Train (cmcl/ray/train.py); errors become click errors."""
     from cmcl.engine import NonFiniteLossError
+    from cmcl.ray.scaling import check_scaling, missing_resources
     from cmcl.ray.session import ray_session
     from cmcl.ray.storage import RunLocation
-    from cmcl.ray.train import check_scaling, fit_distributed, missing_resources
+    from cmcl.ray.train import fit_distributed
 
     try:
         check_scaling(config, workers=workers, gpus_per_worker=gpus_per_worker)

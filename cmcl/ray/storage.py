@@ -29,6 +29,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from cmcl.config import RunConfig
+
 RESULT_FILES = ("config.json", "metrics.parquet", "summary.json", "features.parquet")
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}$")
@@ -148,6 +150,27 @@ class RunLocation:
                 (target / name).write_bytes(data)
                 copied.append(target / name)
         return copied
+
+
+def record_config(location: RunLocation, config: RunConfig) -> None:
+    """Write config.json, refusing to mix a different configuration into an existing run."""
+    record = config.replace({"out": location.uri, "resume": None}).to_dict()
+    existing = location.read_json("config.json")
+    if existing is not None:
+        ignored = ("out", "resume")
+        old = RunConfig.from_dict({k: v for k, v in existing.items() if k not in ignored}).flat()
+        new = config.flat()
+        differ = sorted(k for k in new if old.get(k) != new[k])
+        if differ:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in differ[:5])
+            raise ValueError(
+                f"{location.uri} holds a run with other settings ({shown}); "
+                "a run name resumes its own run only: choose another name or storage"
+            )
+        return
+    location.write_bytes(
+        "config.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    )
 
 
 def run_location(storage: str | Path, name: str) -> str:

@@ -44,60 +44,16 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from cmcl.config import RunConfig
 from cmcl.engine import NonFiniteLossError, Reporter, fit
 from cmcl.engine.checkpoint import latest_checkpoint
+from cmcl.ray.scaling import PLACEMENTS, check_scaling, missing_resources
 from cmcl.ray.session import ray_session
-from cmcl.ray.storage import CHECKPOINTS, RunLocation
+from cmcl.ray.storage import CHECKPOINTS, RunLocation, record_config
 
 log = logging.getLogger(__name__)
 
 SCRATCH = "cmcl-run"
 """Rank 0's local run directory, under Ray's per-run working directory on its node."""
-PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 TrainLoop = Callable[[dict[str, Any]], Any]
-
-
-def check_scaling(
-    config: RunConfig, *, workers: int, gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0
-) -> None:
-    """Raise ValueError for a worker layout that cannot run this config."""
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    if gpus_per_worker < 0 or cpus_per_worker <= 0:
-        raise ValueError(
-            f"gpus_per_worker must be >= 0 and cpus_per_worker > 0, "
-            f"got {gpus_per_worker} and {cpus_per_worker}"
-        )
-    if 0 < gpus_per_worker < 1 and workers > 1:
-        raise ValueError(
-            f"gpus_per_worker={gpus_per_worker} with {workers} workers would put several "
-            "NCCL ranks on one GPU, which NCCL refuses; use whole GPUs (>= 1) per worker"
-        )
-    if gpus_per_worker == 0 and config.train.device.startswith("cuda"):
-        raise ValueError(f"train.device={config.train.device} needs gpus_per_worker > 0")
-    if gpus_per_worker > 0 and config.train.device == "cpu":
-        raise ValueError("train.device=cpu with gpus_per_worker > 0; use device auto or cuda")
-    for split, batch in (
-        ("source", config.train.batch_source),
-        ("target", config.train.batch_target),
-    ):
-        if batch % workers:
-            valid = [n for n in range(1, batch + 1) if batch % n == 0]
-            raise ValueError(
-                f"global batch train.batch_{split}={batch} is not divisible by {workers} "
-                f"workers (each worker takes an equal shard); valid worker counts: {valid}"
-            )
-
-
-def missing_resources(
-    available: dict[str, float], *, workers: int, gpus_per_worker: float, cpus_per_worker: float
-) -> str | None:
-    """Why ``available`` cannot host the workers right now (None if it can)."""
-    need = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
-    short = [f"{need[k]:g} {k}" for k in need if need[k] > available.get(k, 0.0)]
-    if not short:
-        return None
-    have = ", ".join(f"{available.get(k, 0.0):g} {k}" for k in need)
-    return f"{workers} workers need {' and '.join(short)}; the Ray cluster has {have}"
 
 
 # -- the worker side -------------------------------------------------------------------
@@ -210,31 +166,6 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
 # -- the driver side -------------------------------------------------------------------
 
 
-def _record_config(location: RunLocation, config: RunConfig) -> None:
-    """Write config.json, refusing to mix a different configuration into an existing run."""
-    record = config.replace({"out": location.uri, "resume": None}).to_dict()
-    existing = location.read_json("config.json")
-    if existing is not None:
-        ignored = ("out", "resume")
-        old = RunConfig.from_dict({k: v for k, v in existing.items() if k not in ignored}).flat()
-        new = config.flat()
-        differ = sorted(k for k in new if old.get(k) != new[k])
-        if differ:
-            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in differ[:5])
-            raise ValueError(
-                f"{location.uri} holds a run with other settings ({shown}); "
-                "a run name resumes its own run only: choose another name or storage"
-            )
-        return
-    location.write_bytes("config.json", (_json(record) + "\n").encode())
-
-
-def _json(data: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(data, indent=2, sort_keys=True)
-
-
 def _initial_resume(config: RunConfig) -> str | None:
     """``config.resume`` as a directory (``"auto"``: the newest under ``config.out``)."""
     if config.resume == "auto":
@@ -307,7 +238,7 @@ def fit_distributed(
         "progress": progress,
         "gpus_per_worker": gpus_per_worker,
     }
-    _record_config(location, config)
+    record_config(location, config)
     private = not ray.is_initialized()
     with ray_session() as available:
         problem = missing_resources(

@@ -9,8 +9,14 @@ import pytest
 from conftest import tiny_overrides
 
 from cmcl.config import RunConfig
-from cmcl.ray.storage import RunLocation, check_run_name, resolve_storage, run_location
-from cmcl.ray.train import _record_config, check_scaling, missing_resources
+from cmcl.ray.scaling import check_scaling, missing_resources
+from cmcl.ray.storage import (
+    RunLocation,
+    check_run_name,
+    record_config,
+    resolve_storage,
+    run_location,
+)
 
 
 @pytest.mark.parametrize("name", ["epic-D2-D1-cmco-s0", "trial_00001-D1-D2-s2", "a", "x.y=1+2"])
@@ -92,12 +98,12 @@ def test_missing_resources_names_what_is_short():
 def test_a_run_name_refuses_a_different_configuration(tiny_store, tmp_path):
     config = RunConfig.from_overrides(tiny_overrides(tiny_store, method="cmco"))
     location = RunLocation(tmp_path, "run")
-    _record_config(location, config)
+    record_config(location, config)
     recorded = RunConfig.load(Path(location.uri) / "config.json")
     assert recorded.out == location.uri and recorded.resume is None
     assert recorded.flat() == config.flat()
-    _record_config(location, config.replace({"resume": "/somewhere"}))  # same run: accepted
+    record_config(location, config.replace({"resume": "/somewhere"}))  # same run: accepted
     with pytest.raises(
         ValueError, match=r"holds a run with other settings \(method.lam: 1.25 -> 2.0\)"
     ):
-        _record_config(location, config.replace({"lambda": 2.0}))
+        record_config(location, config.replace({"lambda": 2.0}))
