@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from conftest import tiny_overrides
 
 from cmcl.config import RunConfig
-from cmcl.engine import fit
+from cmcl.engine import Reporter, fit
 from cmcl.methods import method_class
 
 CASES = {
@@ -31,12 +31,15 @@ CASES = {
     "cmco_per_anchor": {"method": "cmco", "method.cross_domain_form": "per_anchor"},
     "cmco_batch": {"method": "cmco", "method.cross_domain_form": "batch"},
 }
+# Defaults: dropout, and batch norm with each worker's own statistics.
+DEFAULT_MODEL = {"default_model": {"method": "cmco", "model.dropout": 0.5, "model.sync_bn": False}}
 # A low threshold so that the cross-domain term has confident anchors in 8 adaptation steps.
 COMMON = {"model.dropout": 0.0, "model.sync_bn": True, "T": 0.15, "train.eval_every": 1}
 
 
 def _config(store: Path, case: str) -> RunConfig:
-    return RunConfig.from_overrides(tiny_overrides(store, **COMMON, **CASES[case]))
+    settings = {**COMMON, **CASES.get(case, {}), **DEFAULT_MODEL.get(case, {})}
+    return RunConfig.from_overrides(tiny_overrides(store, **settings))
 
 
 def _digest(module: torch.nn.Module, part: str) -> str:
@@ -53,23 +56,37 @@ def _worker(rank: int, world: int, port: int, store: str, out: str) -> None:
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
     try:
-        for case in CASES:
+        for case in [*CASES, *DEFAULT_MODEL]:
             config = _config(Path(store), case)
             cls = method_class(config.method.name)
             original = cls.after_step
             digests: list[list[str]] = []
+            seen: dict[str, torch.nn.Module] = {}
 
-            def after_step(self, result, ctx, original=original, digests=digests):
+            def after_step(self, result, ctx, original=original, digests=digests, seen=seen):
                 original(self, result, ctx)
+                seen["method"] = self
                 digests.append([_digest(self, "banks."), _digest(self, "model.")])
 
+            class AtEvaluation(Reporter):
+                """Digest of everything the evaluation used (BN running statistics included)."""
+
+                def __init__(self, seen: dict[str, torch.nn.Module]) -> None:
+                    self.seen = seen
+                    self.digests: list[str] = []
+
+                def on_evaluation(self, metrics, *, checkpoint, is_chief) -> None:
+                    self.digests.append(_digest(self.seen["method"], "model."))
+
             cls.after_step = after_step
+            at_evaluation = AtEvaluation(seen)
             try:
-                result = fit(config)
+                result = fit(config, at_evaluation)
             finally:
                 cls.after_step = original
             record = {"history": result.history, "summary_acc": result.summary["target_acc"]}
             record["digests"] = digests
+            record["evaluation_digests"] = at_evaluation.digests
             Path(out, f"{case}-rank{rank}.json").write_text(json.dumps(record))
     finally:
         torch_dist.destroy_process_group()
@@ -90,6 +107,10 @@ def two_workers(tiny_store, tmp_path_factory) -> Path:
     )
     mp.spawn(_worker, args=(2, _free_port(), str(tiny_store), str(out)), nprocs=2, join=True)
     return out
+
+
+def _without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in history]
 
 
 def _close(a, b, where: str) -> None:
@@ -128,3 +149,17 @@ def test_workers_hold_identical_banks_and_parameters_after_every_step(two_worker
     assert first == second
     banks = [banks for banks, _ in first[6:]]
     assert len(set(banks)) == len(banks), "the banks must change at every adaptation step"
+
+
+def test_default_model_workers_evaluate_and_checkpoint_the_same_model(two_workers):
+    """Without sync_bn each worker's BN running statistics drift apart during training;
+    evaluation (each worker predicts its share of the test split) and the checkpoint
+    (rank 0's state, loaded by every worker on resume) need one set of them."""
+    first, second = (
+        json.loads((two_workers / f"default_model-rank{r}.json").read_text()) for r in (0, 1)
+    )
+    assert _without_time(first["history"]) == _without_time(second["history"])
+    assert len(first["evaluation_digests"]) == 14
+    assert first["evaluation_digests"] == second["evaluation_digests"]
+    # Banks stay identical at every step; parameters too (DDP), whatever the BN statistics.
+    assert [d[0] for d in first["digests"]] == [d[0] for d in second["digests"]]
