@@ -21,3 +21,12 @@ def check_tau(tau: float) -> float:
     if not 0.0 < tau <= 10.0:
         raise ValueError(f"temperature tau must be in (0, 10], got {tau}")
     return float(tau)
+
+
+def zero_with_graph(anchors: torch.Tensor) -> torch.Tensor:
+    """A float32 scalar 0 attached to ``anchors``' graph (gradient: zeros).
+
+    Multiply before summing and upcast first: ``anchors.sum() * 0.0`` keeps a
+    half dtype and turns into NaN once the half sum overflows to inf.
+    """
+    return (anchors.float() * 0.0).sum()

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cmcl.losses._checks import check_matrix, check_tau, check_vector
+from cmcl.losses._checks import check_matrix, check_tau, check_vector, zero_with_graph
 
 FORMS = ("per_anchor", "batch")
 
@@ -116,7 +116,7 @@ class CrossDomainContrastiveLoss(nn.Module):
         pos_mask = positives[confident]
         has_positive = bool(pos_mask.any())
         if not has_positive:
-            zero = anchors.sum() * 0.0
+            zero = zero_with_graph(anchors)
             return BatchTerms(zero, zero, False)
         pos = logits[pos_mask].logsumexp(dim=0)
         everything = logits[keep.unsqueeze(0).expand_as(logits)].logsumexp(dim=0)
@@ -137,9 +137,9 @@ class CrossDomainContrastiveLoss(nn.Module):
                 anchors, bank, bank_labels, pseudo_labels, confident, valid=valid
             )
             if not terms.has_positive:
-                return anchors.sum() * 0.0
+                return zero_with_graph(anchors)
             return terms.all_lse - terms.positive_lse
         result = self.per_anchor(anchors, bank, bank_labels, pseudo_labels, confident, valid=valid)
         if result.losses.numel() == 0:
-            return anchors.sum() * 0.0
+            return zero_with_graph(anchors)
         return result.losses.mean()
