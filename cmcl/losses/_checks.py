@@ -17,6 +17,14 @@ def check_vector(name: str, tensor: torch.Tensor, length: int) -> None:
         raise ValueError(f"{name} must have shape ({length},), got {tuple(tensor.shape)}")
 
 
+def check_mask(name: str, tensor: torch.Tensor, length: int) -> None:
+    check_vector(name, tensor, length)
+    # A float mask (say, the max probabilities instead of max p >= T) would
+    # otherwise be read as "every nonzero entry is True".
+    if tensor.dtype != torch.bool:
+        raise ValueError(f"{name} must be a bool mask, got dtype {tensor.dtype}")
+
+
 def check_tau(tau: float) -> float:
     if not 0.0 < tau <= 10.0:
         raise ValueError(f"temperature tau must be in (0, 10], got {tau}")

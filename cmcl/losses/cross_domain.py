@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cmcl.losses._checks import check_matrix, check_tau, check_vector, zero_with_graph
+from cmcl.losses._checks import check_mask, check_matrix, check_tau, check_vector, zero_with_graph
 
 FORMS = ("per_anchor", "batch")
 
@@ -68,10 +68,10 @@ class CrossDomainContrastiveLoss(nn.Module):
         check_matrix("bank", bank, anchors.shape[1])
         check_vector("bank_labels", bank_labels, bank.shape[0])
         check_vector("pseudo_labels", pseudo_labels, anchors.shape[0])
-        check_vector("confident", confident, anchors.shape[0])
+        check_mask("confident", confident, anchors.shape[0])
         keep = torch.ones(bank.shape[0], dtype=torch.bool, device=bank.device)
         if valid is not None:
-            check_vector("valid", valid, bank.shape[0])
+            check_mask("valid", valid, bank.shape[0])
             keep = valid.bool()
         positives = (pseudo_labels.unsqueeze(1) == bank_labels.unsqueeze(0)) & keep.unsqueeze(0)
         return confident.bool(), positives, keep
