@@ -111,11 +111,14 @@ def retrieval_accuracy(frame: pd.DataFrame) -> dict[str, float]:
 
 def _embed(matrix: np.ndarray) -> np.ndarray:
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     perplexity = float(min(30.0, max(2.0, (len(matrix) - 1) / 3.0)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(
-        matrix
-    )
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0)
+    # One thread: on a shared machine TSNE's OpenMP threads spin-wait on each other and a
+    # 32-point embedding took 18 s instead of 0.2 s (2-core sandbox, load 7).
+    with threadpool_limits(limits=1):
+        return tsne.fit_transform(matrix)
 
 
 def _scatter(

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
 
 from cmcl.report.document import Block, Bullets, Figure, Heading, Table, Text
 from cmcl.report.plots import save
@@ -67,6 +68,7 @@ def hpo_blocks(study: StudyInfo, folder: Path, kind: str) -> list[Block]:
             params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
             blocks.append(Text(f"Best trial #{best.number}: value {best.value:.2f} with {params}."))
         problems = []
+        target = f"{study.selection_metric or 'objective'}"
         plots = (
             ("history", "optimisation history", optuna_plots.plot_optimization_history, {}),
             (
@@ -81,18 +83,23 @@ def hpo_blocks(study: StudyInfo, folder: Path, kind: str) -> list[Block]:
             if len(done) < 2:
                 problems.append(f"{title}: needs at least 2 completed trials, has {len(done)}")
                 continue
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    ax = draw(optuna_study, **kwargs)
-            except Exception as error:
-                problems.append(f"{title}: Optuna could not draw it ({error})")
-                continue
-            figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            figure.set_size_inches(8, 4.5)
-            figure.suptitle(f"{name} ({kind}): {title}", fontsize=11)
-            figure.tight_layout()
-            path = save(figure, folder, f"hpo_{study.name}_{name}_{stem}")
+            # Optuna switches the global style to ggplot; rc_context puts it back afterwards.
+            with matplotlib.rc_context(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    ax = draw(optuna_study, target_name=target, **kwargs)
+                except Exception as error:
+                    problems.append(f"{title}: Optuna could not draw it ({error})")
+                    continue
+                figure = ax.figure
+                if stem == "parallel":
+                    # Optuna's Blues map draws the worst trial near-white; viridis stays visible.
+                    for lines in figure.findobj(LineCollection):
+                        lines.set_cmap("viridis_r" if direction == "minimize" else "viridis")
+                figure.set_size_inches(8, 4.5)
+                ax.set_title(f"HPO study {name} ({kind}): {title}", fontsize=11)
+                figure.tight_layout()
+                path = save(figure, folder, f"hpo_{study.name}_{name}_{stem}")
             blocks.append(Figure(path, f"HPO study {name}: {title} ({kind})"))
         if done:
             blocks.append(_top_trials(done, optuna_study.direction.name == "MINIMIZE"))

@@ -21,6 +21,7 @@ LEGEND = (
     "Cell: reproduced mean ± std over seeds (n seeds) / paper (Δ = reproduced − paper). "
     "Mean: mean over pairs of the per-pair means [95% bootstrap CI] / paper. "
     "Gain: over source-only with the same benchmark, pair and data/model/training settings "
+    "(same study first) "
     "[95% bootstrap CI] / paper. Accuracies are fused (RGB + flow) top-1 target accuracy in %."
 )
 

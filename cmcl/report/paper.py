@@ -54,7 +54,7 @@ ROW_SETTINGS: dict[str, tuple[str, Any]] = {
 DESCRIPTIVE_KEYS = ("modality", "domain")
 
 TITLES: dict[str, str] = {
-    "table2_ucf_hmdb": "Table 2: UCF101 <-> HMDB51",
+    "table2_ucf_hmdb": "Table 2: UCF101 ↔ HMDB51",
     "table3_epic": "Table 3: EPIC-Kitchens, six domain pairs",
     "table4_ablation_epic": "Table 4: cross-modal and cross-domain terms (EPIC mean)",
     "table5_sampling_epic": "Table 5: sampling RGB and flow windows independently (EPIC mean)",

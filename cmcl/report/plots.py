@@ -104,6 +104,7 @@ def _sweep_axis(
         ]
         mean = np.array([s[0] for s in stats])
         spread = np.array([s[1] for s in stats])
+        seeds = subset["seed"].nunique()
         ax.plot(values, mean, "o-", color="#d62728", label="reproduced (mean over pairs)")
         ax.fill_between(
             values,
@@ -111,7 +112,7 @@ def _sweep_axis(
             mean + spread,
             color="#d62728",
             alpha=0.2,
-            label="± std over seeds",
+            label=f"± std over {seeds} seed{'s' if seeds > 1 else ' (no band)'}",
         )
     else:
         for i, (pair, runs) in enumerate(group.groupby("pair")):
@@ -182,7 +183,7 @@ def training_curve_figures(
         columns = min(3, len(pairs))
         rows = -(-len(pairs) // columns)
         fig, axes = plt.subplots(
-            rows, columns, figsize=(5.0 * columns, 3.6 * rows), squeeze=False, sharey=True
+            rows, columns, figsize=(max(7.0, 5.0 * columns), 3.6 * rows), squeeze=False, sharey=True
         )
         for ax, pair in zip(axes.flat, pairs, strict=False):
             for method in _method_order(bench_runs["method"].unique()):
@@ -195,12 +196,13 @@ def training_curve_figures(
                 curves = evals[evals["run_key"].isin(chosen.runs["run_key"])]
                 stats = curves.groupby("global_step")["target_acc"].agg(["mean", "std"]).fillna(0.0)
                 colour = METHOD_COLOURS.get(method)
+                seeds = chosen.runs["seed"].nunique()
                 ax.plot(
                     stats.index,
                     stats["mean"],
                     color=colour,
                     linewidth=1.4,
-                    label=f"{method} ({chosen.runs['seed'].nunique()} seeds)",
+                    label=f"{method} ({seeds} seed{'s' if seeds > 1 else ''})",
                 )
                 ax.fill_between(
                     stats.index,
@@ -234,7 +236,7 @@ def training_curve_figures(
             bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(labels) // 4)),
         )
         fig.suptitle(
-            f"Training curves — {benchmark} ({data_kind(benchmark)}): fused target "
+            f"Training curves — {benchmark} ({data_kind(benchmark)})\nfused target "
             "accuracy at each evaluation, mean ± std over seeds",
             fontsize=11,
         )

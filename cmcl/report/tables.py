@@ -196,6 +196,15 @@ def _seed_cell(chosen: pd.DataFrame, pair: str, paper: float | None) -> Cell:
     )
 
 
+def _interval(
+    samples: list[np.ndarray], minus: list[np.ndarray] | None = None
+) -> tuple[float, float] | None:
+    """Bootstrap CI; None when every pair has one seed (resampling would vary nothing)."""
+    if all(len(x) <= 1 for x in [*samples, *(minus or [])]):
+        return None
+    return bootstrap_mean_over_pairs(samples, minus=minus)
+
+
 def _mean_over_pairs(cells: list[Cell], attribute: str) -> SeedStat:
     means = [getattr(c, attribute).mean for c in cells if getattr(c, attribute).n]
     n = sum(getattr(c, attribute).n for c in cells)
@@ -210,7 +219,7 @@ def _mean_cell(row: RowResult, have: tuple[str, ...], paper: float | None) -> Ce
         rgb=_mean_over_pairs(cells, "rgb"),
         flow=_mean_over_pairs(cells, "flow"),
         paper=paper,
-        ci=bootstrap_mean_over_pairs([c.samples for c in cells]),
+        ci=_interval([c.samples for c in cells]),
         pairs=have,
     )
 
@@ -220,9 +229,7 @@ def _gain_cell(gains: dict[str, tuple[np.ndarray, np.ndarray]], paper: float | N
     n = sum(len(a) for a, _ in gains.values())
     stat = SeedStat(float(np.mean(per_pair)), float("nan"), n)
     empty = SeedStat(float("nan"), float("nan"), 0)
-    ci = bootstrap_mean_over_pairs(
-        [a for a, _ in gains.values()], minus=[b for _, b in gains.values()]
-    )
+    ci = _interval([a for a, _ in gains.values()], [b for _, b in gains.values()])
     return Cell("Gain", stat, empty, empty, paper, ci=ci, pairs=tuple(gains))
 
 
@@ -256,7 +263,7 @@ def _sampling_gains(result: TableResult) -> None:
             empty,
             empty,
             result.table.paper_value(row.row, "Gain via sampling"),
-            ci=bootstrap_mean_over_pairs(a, minus=b),
+            ci=_interval(a, b),
             pairs=tuple(common),
         )
 
