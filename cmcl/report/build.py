@@ -2,9 +2,10 @@
 
 Which paper tables are shown, per benchmark of the results: those that a
 study's ``study.json`` lists under ``tables``; for studies that list none,
-Tables 2 and 3 when at least one row has a run, and the ablation Tables 4-8
-when at least two of their non-source-only rows have runs (one row alone
-compares nothing and repeats Table 3).
+Tables 2 and 3 when at least one row has a run, and an ablation table (4-8)
+when at least two of its non-source-only rows have runs and one of them is
+something Table 3 does not already show (another method or a non-default
+setting); otherwise it would only repeat Table 3.
 """
 
 from __future__ import annotations
@@ -107,13 +108,10 @@ def fill_tables(results: Results, runs: pd.DataFrame) -> list[TableResult]:
                 metric=_metric(results, source),
                 mean_objective=_mean_objective(results, source),
                 unfinished=unfinished[unfinished["benchmark"] == benchmark],
+                baselines=mine,
             )
-            if declaring:
+            if declaring or (undeclared and result.worth_showing()):
                 filled.append(result)
-            elif undeclared:
-                needed = 2 if table.is_ablation else 1
-                if result.filled(exclude_source_only=table.is_ablation) >= needed:
-                    filled.append(result)
     return filled
 
 

@@ -30,6 +30,19 @@ from cmcl.report.choose import Choice, choose
 from cmcl.report.paper import PAPER_DEFAULTS, PaperRow, PaperTable, family_pairs, pair_label
 
 SOURCE_ONLY = "source_only"
+TABLE3_METHODS = frozenset(
+    (
+        "source_only",
+        "adabn",
+        "mmd",
+        "mcd",
+        "mm_sada",
+        "cmco_modality",
+        "cmco_domain",
+        "cmco",
+        "supervised_target",
+    )
+)
 
 
 @dataclass
@@ -77,14 +90,26 @@ class TableResult:
     studies: tuple[str, ...]
     ks: tuple[int, ...]
 
-    def filled(self, *, exclude_source_only: bool = False) -> int:
+    def filled_rows(self) -> list[RowResult]:
         """Rows with at least one reproduced pair."""
-        return sum(
-            1
-            for r in self.rows
-            if any(c.fused.n for k, c in r.cells.items() if k in self.pairs)
-            and not (exclude_source_only and r.row.method == SOURCE_ONLY)
-        )
+        return [
+            r for r in self.rows if any(c.fused.n for k, c in r.cells.items() if k in self.pairs)
+        ]
+
+    def worth_showing(self) -> bool:
+        """Main tables: any row filled. Ablations: two non-source-only rows filled, one of
+        them something Table 3 does not show (another method, or a non-default setting)."""
+        filled = self.filled_rows()
+        if not self.table.is_ablation:
+            return bool(filled)
+        compared = [r for r in filled if r.row.method != SOURCE_ONLY]
+        return len(compared) >= 2 and any(_beyond_table3(r.row) for r in compared)
+
+
+def _beyond_table3(row: PaperRow) -> bool:
+    return row.method not in TABLE3_METHODS or any(
+        not matches(value, PAPER_DEFAULTS.get(column)) for column, value in row.required
+    )
 
 
 def _candidates(runs: pd.DataFrame, row: PaperRow) -> pd.DataFrame:
@@ -135,8 +160,13 @@ def fill_table(
     metric: str,
     mean_objective: bool = False,
     unfinished: pd.DataFrame | None = None,
+    baselines: pd.DataFrame | None = None,
 ) -> TableResult:
-    """Fill ``table`` from ``runs`` (finished runs of ``benchmark``, with accuracies and ``config``)."""
+    """Fill ``table`` from ``runs`` (finished runs of ``benchmark``, with accuracies and ``config``).
+
+    ``baselines``: where source-only baselines are looked for (default ``runs``).
+    """
+    baselines = runs if baselines is None else baselines
     pairs = family_pairs(table.family)
     result = TableResult(
         table=table,
@@ -165,7 +195,7 @@ def fill_table(
             cell = _seed_cell(choice.runs, pair, table.paper_value(row, pair))
             cell.choice = choice.describe()
             if row.method != SOURCE_ONLY:
-                base, note = _baseline(runs, choice.runs, metric)
+                base, note = _baseline(baselines, choice.runs, metric)
                 if len(base):
                     cell.gain = cell.fused.mean - float(base["target_acc"].mean())
                     gains[pair] = (cell.samples, base["target_acc"].to_numpy(float))

@@ -1,6 +1,7 @@
 """Paper tables from fixture stores with known numbers (see report_fixtures)."""
 
 import math
+from pathlib import Path
 
 import pytest
 from report_fixtures import Run, write_study
@@ -17,8 +18,9 @@ BENCH = "synthetic-epic"
 def _fill(
     tmp_path, runs, key, *, metric="target_acc", mean_objective=False, rule="last9", name="s"
 ):
-    results = load_results([write_study(tmp_path, name, runs)])
-    table = runs_with_accuracy(results, rule)
+    """Fill table ``key`` from ``runs`` (a list of Run, or an already written study directory)."""
+    study = runs if isinstance(runs, Path) else write_study(tmp_path, name, runs)
+    table = runs_with_accuracy(load_results([study]), rule)
     return fill_table(
         paper_tables()[key],
         BENCH,
@@ -39,8 +41,9 @@ def _row(result, setting, **required):
     raise AssertionError(f"no row {setting} {required}")
 
 
-@pytest.fixture
-def grid_runs():
+@pytest.fixture(scope="module")
+def grid_runs(tmp_path_factory):
+    """A written study, shared by this module's tests (they only read it)."""
     runs = []
     for seed, (so, final, lam1) in enumerate([(40, 45, 44), (41, 47, 44), (42, 49, 44)]):
         runs += [
@@ -54,7 +57,7 @@ def grid_runs():
         Run(BENCH, "D3-D1", "cmco", 0, 53, settings={"method.lam": 1.0}),
     ]
     runs += [Run(BENCH, "D1-D2", "cmco", 0, 10, finished=False)]
-    return runs
+    return write_study(tmp_path_factory.mktemp("grid"), "s", runs)
 
 
 def test_table3_cells_means_and_gains(tmp_path, grid_runs):
@@ -101,7 +104,8 @@ def test_partial_tables_say_what_is_missing(tmp_path, grid_runs):
     ) in result.missing
     assert "AdaBN (method adabn): no runs" in result.missing
     assert _row(result, "AdaBN").cells == {}
-    assert result.filled() == 2
+    assert [r.row.setting for r in result.filled_rows()] == ["Source-only", "Ours (final)"]
+    assert result.worth_showing()
     assert cell_text(result, _row(result, "AdaBN"), "D2-D1") == "— / 44.6"
     assert cell_text(result, final, "D2-D1") == "47.0 ± 2.0 (3) / 49.5 (Δ -2.5)"
     assert cell_text(result, final, "D3-D1") == "55.0 (1) / 51.5 (Δ +3.5)"
@@ -119,7 +123,7 @@ def test_table6_rows_follow_lambda(tmp_path, grid_runs):
     assert lam1.cells["Gain"].fused.mean == pytest.approx(3.0)
     assert _row(result, "Ours (lambda=1.25, T=0.8)").cells["Mean"].fused.mean == 51.0
     assert _row(result, "Ours (lambda=1.5)").cells == {}
-    assert result.filled(exclude_source_only=True) == 2
+    assert result.worth_showing()
 
 
 def test_table5_gain_via_sampling_and_matching_baselines(tmp_path):
@@ -217,3 +221,20 @@ def test_table2_keeps_other_papers_rows(tmp_path):
     assert final.cells["Mean"].paper is None
     assert "Ours (final) (method cmco): no runs for H→U" in result.missing
     assert not any("TA3N" in m for m in result.missing)
+
+
+def test_ablation_tables_are_worth_showing_only_when_they_compare_something(tmp_path):
+    defaults_only = [
+        Run(BENCH, "D2-D1", "cmco_modality", 0, 43),
+        Run(BENCH, "D2-D1", "cmco", 0, 47),
+        Run(BENCH, "D2-D1", "source_only", 0, 40),
+    ]
+    t7 = _fill(tmp_path / "a", defaults_only, "table7_projection_head_epic")
+    assert len(t7.filled_rows()) == 2 and not t7.worth_showing()
+    t8 = _fill(
+        tmp_path / "b",
+        [*defaults_only, Run(BENCH, "D2-D1", "adv_adv", 0, 45)],
+        "table8_alignment_epic",
+    )
+    assert t8.worth_showing()
+    assert _row(t8, "Adv.").cells["D2-D1"].gain == 5.0
