@@ -202,13 +202,19 @@ def configuration_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def with_configuration(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` plus a ``config`` column: the settings that define a configuration, as JSON."""
+    """``runs`` plus ``config`` (the settings that define a configuration, as JSON) and
+    ``shared_config`` (the same without ``cfg.method.*``: what a source-only baseline must share)."""
     columns = configuration_columns(runs)
-    keys = [
-        json.dumps({c: normalise_value(row[c]) for c in columns}, sort_keys=True)
-        for row in runs.to_dict("records")
-    ]
-    return runs.assign(config=keys)
+    shared = [c for c in columns if not c.startswith("cfg.method.")]
+    records = runs.to_dict("records")
+    return runs.assign(
+        config=[_key(row, columns) for row in records],
+        shared_config=[_key(row, shared) for row in records],
+    )
+
+
+def _key(row: dict[str, Any], columns: list[str]) -> str:
+    return json.dumps({c: normalise_value(row[c]) for c in columns}, sort_keys=True)
 
 
 def varied_settings(runs: pd.DataFrame) -> list[str]:

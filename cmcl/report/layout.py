@@ -127,8 +127,8 @@ def table_blocks(result: TableResult, rule: str) -> list[Block]:
     if partial:
         blocks.append(
             Text(
-                "\\* Mean over fewer pairs than the paper's "
-                f"({len(result.pairs)}); not comparable with the paper's mean."
+                f"Values marked * are over fewer pairs than the paper's {len(result.pairs)}; "
+                "they are not comparable with the paper's mean."
             )
         )
     blocks.append(Heading(3, f"{table.title} — per cell: fused, RGB and flow ({result.benchmark})"))

@@ -52,14 +52,17 @@ METHOD_COLOURS = {
     "adv_adv": "#2ca02c",
     "con_adv": "#98df8a",
 }
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "figure.dpi": 100})
+plt.rcParams.update(
+    {"font.size": 10, "axes.titlesize": 11, "figure.dpi": 100, "svg.hashsalt": "cmcl-report"}
+)
 
 
 def save(fig: plt.Figure, folder: Path, stem: str) -> str:
     """Write ``folder/stem.png`` and ``.svg``; returns ``plots/stem`` for the document."""
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{stem}.png", dpi=150, bbox_inches="tight")
-    fig.savefig(folder / f"{stem}.svg", bbox_inches="tight")
+    # No date and fixed ids: regenerating a checked-in report changes no file needlessly.
+    fig.savefig(folder / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return f"{folder.name}/{stem}"
 

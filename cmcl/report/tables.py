@@ -23,7 +23,6 @@ import pandas as pd
 from cmcl.report.aggregate import (
     SeedStat,
     bootstrap_mean_over_pairs,
-    configuration_columns,
     matches,
 )
 from cmcl.report.choose import Choice, choose
@@ -138,10 +137,7 @@ def _baseline(runs: pd.DataFrame, chosen: pd.DataFrame, metric: str) -> tuple[pd
     pool = runs[(runs["method"] == SOURCE_ONLY) & (runs["pair"] == first["pair"])]
     if pool.empty:
         return pool, "no source-only run"
-    shared = [c for c in configuration_columns(runs) if not c.startswith("cfg.method.")]
-    same = pool
-    for column in shared:
-        same = same[same[column].map(lambda v, w=first[column]: matches(v, w))]
+    same = pool[pool["shared_config"] == first["shared_config"]]
     note = ""
     if same.empty:
         same, note = pool, "source-only settings differ"

@@ -194,7 +194,7 @@ def test_partial_study_lists_what_is_missing(report):
         "1 unfinished run(s) not counted"
     ) in md
     assert "1 unfinished run(s)" in md and "grid/t-cmco-D1-D2-s0" in md
-    assert "\\* Mean over fewer pairs than the paper's (6)" in md
+    assert "Values marked * are over fewer pairs than the paper's 6" in md
 
 
 def test_plots_are_written_and_referenced(report):
