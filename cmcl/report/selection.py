@@ -115,4 +115,9 @@ def display_rows(table: pd.DataFrame, *, with_settings: bool) -> tuple[list[str]
             settings = record.get(f"{metric}_pick", "") if with_settings else ""
             row.append(_pick_text(record[f"{metric}_acc"], record[f"{metric}_lost"], settings))
         rows.append(row)
+    if len(table) > 1:
+        mean = ["mean over the rows above", "", "", "", "", f"{table['oracle_acc'].mean():.1f}"]
+        for metric in CRITERIA:
+            mean.append(_pick_text(table[f"{metric}_acc"].mean(), table[f"{metric}_lost"].mean()))
+        rows.append(mean)
     return headers, rows

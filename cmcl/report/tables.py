@@ -112,11 +112,12 @@ def _beyond_table3(row: PaperRow) -> bool:
 
 
 def _candidates(runs: pd.DataFrame, row: PaperRow) -> pd.DataFrame:
-    mask = runs["method"] == row.method
+    mask = (runs["method"] == row.method).astype(bool)
     for column, wanted in row.required:
         if column in runs:
-            mask &= runs[column].map(lambda v, w=wanted: matches(v, w))
+            mask &= runs[column].map(lambda v, w=wanted: matches(v, w)).astype(bool)
         elif not matches(PAPER_DEFAULTS.get(column), wanted):
+            # A run without the column ran with the default, which is not the wanted value.
             mask &= False
     return runs[mask]
 

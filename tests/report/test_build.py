@@ -265,3 +265,21 @@ def test_cli(tmp_path):
     assert (tmp_path / "r" / "index.md").exists() and not (tmp_path / "r" / "index.html").exists()
     bad = runner.invoke(cli, ["report", str(study), "--formats", "md,pdf"])
     assert bad.exit_code == 2 and "subset of md,tex,csv,html" in bad.output
+
+
+def test_a_study_with_nothing_finished_yet(tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "spec.yaml").write_text("name: fresh\n")
+    summary = build_report([fresh], tmp_path / "a", formats=["md"], max_tsne=0)
+    assert summary.tables == []
+    running = write_study(
+        tmp_path,
+        "running",
+        [Run(SYN, "D2-D1", "cmco", 0, 45.0, finished=False)],
+        meta={"tables": ["table3_epic"]},
+    )
+    summary = build_report([running], tmp_path / "b", formats=["md", "csv"], max_tsne=0)
+    md = (tmp_path / "b" / "index.md").read_text()
+    assert summary.tables == ["table3_epic/synthetic-epic"]
+    assert "- Ours (final) (method cmco): no runs; 1 unfinished run(s) not counted" in md

@@ -91,3 +91,10 @@ def test_missing_criteria_are_shown_as_not_logged(study):
     assert table["snd_acc"].isna().all()
     _, rows = display_rows(table, with_settings=False)
     assert rows[0][-1] == "— (not logged)"
+
+
+def test_display_rows_end_with_the_mean_loss(study):
+    evals, runs = study
+    _, rows = display_rows(checkpoint_picks(evals, runs), with_settings=False)
+    assert rows[-1][0] == "mean over the rows above"
+    assert rows[-1][-3] == f"{(sum([50, 52, 47, 45]) / 4 + 1 + 41) / 2:.1f} (lost 3.0)"
