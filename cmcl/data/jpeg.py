@@ -13,6 +13,7 @@ gives the most helpful error for a truncated or corrupt file.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -46,45 +47,41 @@ def decode_pil_draft(data: bytes, grey: bool) -> np.ndarray:
     return np.asarray(converted)
 
 
-def _simplejpeg() -> Decoder | None:
-    try:
-        import simplejpeg
-    except ImportError:
-        return None
+def decode_simplejpeg(data: bytes, grey: bool) -> np.ndarray:
+    """libjpeg-turbo through simplejpeg, decoding straight into RGB or greyscale."""
+    import simplejpeg
 
-    def decode(data: bytes, grey: bool) -> np.ndarray:
-        array = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey else "RGB", fastdct=False)
-        return array[..., 0] if grey else array
-
-    return decode
+    array = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey else "RGB", fastdct=False)
+    return array[..., 0] if grey else array
 
 
-def _opencv() -> Decoder | None:
-    try:
-        import cv2
-    except ImportError:
-        return None
+def decode_opencv(data: bytes, grey: bool) -> np.ndarray:
+    """OpenCV's imdecode (libjpeg-turbo), single-threaded."""
+    import cv2
+
     cv2.setNumThreads(1)
+    flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR_RGB
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if array is None:
+        raise CorruptFrameError("OpenCV could not decode the data")
+    return array
 
-    def decode(data: bytes, grey: bool) -> np.ndarray:
-        flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR_RGB
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-        if array is None:
-            raise CorruptFrameError("OpenCV could not decode the data")
-        return array
 
-    return decode
+_CANDIDATES: dict[str, tuple[str | None, Decoder]] = {
+    "simplejpeg": ("simplejpeg", decode_simplejpeg),
+    "opencv": ("cv2", decode_opencv),
+    "pil_draft": (None, decode_pil_draft),
+    "pil": (None, decode_pil),
+}
 
 
 def available_decoders() -> dict[str, Decoder]:
     """Installed decoders by name, fastest first (the order measured by the benchmark)."""
     found: dict[str, Decoder] = {}
-    for name, factory in (("simplejpeg", _simplejpeg), ("opencv", _opencv)):
-        decoder = factory()
-        if decoder is not None:
-            found[name] = decoder
-    found["pil_draft"] = decode_pil_draft
-    found["pil"] = decode_pil
+    for name, (module, decoder) in _CANDIDATES.items():
+        if module is not None and importlib.util.find_spec(module) is None:
+            continue
+        found[name] = decoder
     return found
 
 
