@@ -243,8 +243,16 @@ def data_check(
     show_default=True,
     help="Test segments per class and domain.",
 )
+@click.option(
+    "--segment-frames",
+    type=(int, int),
+    default=(20, 60),
+    show_default=True,
+    metavar="MIN MAX",
+    help="Range of segment lengths in RGB frames.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-def data_synth_video(out, size, train_per_class, test_per_class, seed):
+def data_synth_video(out, size, train_per_class, test_per_class, segment_frames, seed):
     """Write small synthetic videos in the exact EPIC layout, with MM-SADA split pickles.
 
     \b
@@ -262,6 +270,7 @@ def data_synth_video(out, size, train_per_class, test_per_class, seed):
             width=size,
             train_per_class=train_per_class,
             test_per_class=test_per_class,
+            segment_frames=segment_frames,
             seed=seed,
         )
     except ValueError as error:

@@ -108,7 +108,7 @@ class _FileChecker:
 
     def __init__(self, decode: bool) -> None:
         self.decode = decode
-        self.decoder = FrameDecoder()
+        self.decoder = FrameDecoder(fallback=False)
         self.listings: dict[str, set[str]] = {}
 
     def exists(self, path: str) -> bool:

@@ -129,8 +129,8 @@ class ClipDataset(Dataset):
             sampler = self.test_sampler if request.windows == "test" else self.centre_sampler
             frames = sampler(start, stop)
             rgb, flow = self._read(index, frames.rgb, frames.flow)
-            rgb_clip = torch.stack([transforms.test_clip(w, size=size) for w in rgb])
-            flow_clip = torch.stack([transforms.test_clip(w, size=size) for w in flow])
+            rgb_clip = torch.stack([transforms.centre_clip(w, size=size) for w in rgb])
+            flow_clip = torch.stack([transforms.centre_clip(w, size=size) for w in flow])
             if request.windows == "centre":
                 rgb_clip, flow_clip = rgb_clip[0], flow_clip[0]
         else:

@@ -61,7 +61,8 @@ COLUMNS = (
 # here only rebuilds data; nothing can reach the file system, a shell or eval.
 _ALLOWED: frozenset[tuple[str, str]] = frozenset(
     [
-        *[(module, name) for module in ("pandas", "pandas.core.frame") for name in ("DataFrame",)],
+        ("pandas", "DataFrame"),
+        ("pandas.core.frame", "DataFrame"),
         ("pandas", "Index"),
         ("pandas", "RangeIndex"),
         ("pandas.core.indexes.base", "Index"),
@@ -73,6 +74,9 @@ _ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("pandas._libs.internals", "_unpickle_block"),
         ("pandas._libs.internals", "BlockPlacement"),
         ("pandas", "StringDtype"),
+        ("pandas", "NA"),
+        ("pandas._libs.missing", "NA"),
+        ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
         ("pandas.core.arrays.string_", "StringDtype"),
         ("pandas.core.arrays.string_", "StringArray"),
         ("pandas.arrays", "StringArray"),

@@ -97,14 +97,19 @@ def _chosen(name: str = "auto") -> tuple[str, Decoder]:
 
 
 class FrameDecoder:
-    """Reads and decodes frame files with one backend, falling back to PIL on a failure.
+    """Reads and decodes frame files with one backend.
 
-    Truncated files are caught even by backends that tolerate them (libjpeg-turbo
-    pads a truncated scan with grey): a JPEG must end with the EOI marker.
+    Truncated files are caught even by backends that tolerate them (PIL and
+    OpenCV pad a truncated scan with grey): a JPEG must end with the EOI
+    marker. With ``fallback`` (training), a frame the backend rejects is
+    retried with PIL, which accepts some damaged scans; without it (``cmcl data
+    check``) any backend error makes the frame corrupt. simplejpeg is the
+    strictest backend: it also rejects a scan that ends early but keeps its end marker.
     """
 
-    def __init__(self, backend: str = "auto") -> None:
+    def __init__(self, backend: str = "auto", *, fallback: bool = True) -> None:
         self.name, self._decode = _chosen(backend)
+        self.fallback = fallback
 
     def decode(self, data: bytes, *, grey: bool, source: str = "<bytes>") -> np.ndarray:
         # In entropy-coded data 0xFF is always followed by 0x00 or a restart marker, so
@@ -113,9 +118,11 @@ class FrameDecoder:
             raise CorruptFrameError(f"{source}: not a complete JPEG (missing start or end marker)")
         try:
             return self._decode(data, grey)
-        except Exception:
-            if self._decode is decode_pil:
-                raise CorruptFrameError(f"{source}: PIL cannot decode this JPEG") from None
+        except Exception as error:
+            if not self.fallback or self._decode is decode_pil:
+                raise CorruptFrameError(
+                    f"{source}: cannot decode JPEG ({self.name}): {error}"
+                ) from None
         try:
             return decode_pil(data, grey)
         except Exception as error:

@@ -90,7 +90,7 @@ def train_clip(
     return _finish(crop, size, flip=params.flip, flow=flow)
 
 
-def test_clip(frames: torch.Tensor, *, size: int) -> torch.Tensor:
+def centre_clip(frames: torch.Tensor, *, size: int) -> torch.Tensor:
     """Centre crop of TEST_SCALE x the short side, resized to ``size`` when it differs.
 
     Shape:
