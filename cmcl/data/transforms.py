@@ -61,19 +61,22 @@ def crop_box(params: SpatialParams, height: int, width: int) -> tuple[int, int, 
 
 def _finish(crop: torch.Tensor, size: int, *, flip: bool, flow: bool) -> torch.Tensor:
     """(T, h, w, C) uint8 crop -> (C, T, size, size) float32 in [-1, 1)."""
-    clip = crop.permute(0, 3, 1, 2).float()
+    clip = crop.permute(0, 3, 1, 2)  # (T, C, h, w), a channels-last view
     if clip.shape[-2:] != (size, size):
-        # antialias matches PIL's bilinear resize when shrinking (256 -> 224).
+        # On uint8 (rounded back to uint8, like PIL's resize) torch takes its vectorised
+        # channels-last path, ~10x faster than float; antialias matches PIL when shrinking.
         clip = F.interpolate(
             clip, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
-    clip = clip / 128.0 - 1.0
     if flip:
         clip = clip.flip(-1)
-        if flow:
-            # Mirroring the image reverses horizontal motion.
-            clip[:, 0] = -clip[:, 0]
-    return clip.permute(1, 0, 2, 3).contiguous()
+    out = torch.empty((clip.shape[1], clip.shape[0], size, size), dtype=torch.float32)
+    out.copy_(clip.permute(1, 0, 2, 3))
+    out.div_(128.0).sub_(1.0)
+    if flip and flow:
+        # Mirroring the image reverses horizontal motion: negate u.
+        out[0].neg_()
+    return out
 
 
 def train_clip(
