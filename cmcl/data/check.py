@@ -17,6 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
 from cmcl.data.benchmarks import get_benchmark
 from cmcl.data.frames import FrameLayout, frame_layout
 from cmcl.data.jpeg import CorruptFrameError, FrameDecoder
@@ -24,6 +27,8 @@ from cmcl.data.segments import SegmentTable, load_segments
 from cmcl.data.windows import EPIC_WINDOW, UCF_HMDB_WINDOW, WindowSpec, reachable_frames
 
 KINDS = ("rgb", "u", "v")
+LISTED = 1000
+"""Offending paths kept in a report (a missing folder can mean millions)."""
 
 
 @dataclass
@@ -36,7 +41,7 @@ class SplitCounts:
 
 @dataclass
 class CheckReport:
-    """Outcome of :func:`check_frames`; ``missing``/``corrupt`` list offending paths in order found."""
+    """Outcome of :func:`check_frames`: per-split segment counts, offending frames."""
 
     benchmark: str
     root: Path
@@ -47,7 +52,21 @@ class CheckReport:
     frames_checked: int = 0
     decoded: bool = True
     missing: list[str] = field(default_factory=list)
+    """The first ``LISTED`` missing frame paths."""
     corrupt: list[tuple[str, str]] = field(default_factory=list)
+    """The first ``LISTED`` (path, why) of frames that do not decode."""
+    missing_frames: int = 0
+    corrupt_frames: int = 0
+
+    def note_missing(self, path: str) -> None:
+        self.missing_frames += 1
+        if len(self.missing) < LISTED:
+            self.missing.append(path)
+
+    def note_corrupt(self, path: str, error: str) -> None:
+        self.corrupt_frames += 1
+        if len(self.corrupt) < LISTED:
+            self.corrupt.append((path, error))
 
     @property
     def total(self) -> SplitCounts:
@@ -83,12 +102,12 @@ class CheckReport:
         )
         if self.missing:
             lines.append(
-                f"missing frames (first {min(show, len(self.missing))} of {len(self.missing)}):"
+                f"missing frames (first {min(show, len(self.missing))} of {self.missing_frames}):"
             )
             lines += [f"  {path}" for path in self.missing[:show]]
         if self.corrupt:
             lines.append(
-                f"corrupt frames (first {min(show, len(self.corrupt))} of {len(self.corrupt)}):"
+                f"corrupt frames (first {min(show, len(self.corrupt))} of {self.corrupt_frames}):"
             )
             lines += [f"  {path}: {error}" for path, error in self.corrupt[:show]]
         lines.append("OK" if self.passed else "FAILED")
@@ -106,8 +125,7 @@ def _paths(
 class _FileChecker:
     """Checks files once each: existence via cached directory listings, then a decode."""
 
-    def __init__(self, decode: bool) -> None:
-        self.decode = decode
+    def __init__(self) -> None:
         self.decoder = FrameDecoder(fallback=False)
         self.listings: dict[str, set[str]] = {}
 
@@ -158,64 +176,55 @@ def check_frames(
         for d in chosen
         for s in ("train", "test")
     ]
-    # (video fields, kind) -> frame numbers; segments -> their (video, kind) keys and frames.
-    wanted: dict[tuple, set[int]] = defaultdict(set)
-    needs: list[list[tuple[tuple, list[int]]]] = []
+    # Per video, the frame arrays its segments need; per segment, its video and arrays.
+    wanted: dict[tuple, list[np.ndarray]] = defaultdict(list)
+    needs: list[tuple[tuple, np.ndarray, np.ndarray]] = []
     for table in tables:
         for i in range(len(table)):
             video = tuple(sorted(table.fields[i].items()))
             frames = reachable_frames(spec, int(table.start[i]), int(table.stop[i]))
-            parts = []
-            for kind in KINDS:
-                numbers = (frames.rgb if kind == "rgb" else frames.flow).tolist()
-                wanted[(video, kind)].update(numbers)
-                parts.append(((video, kind), numbers))
-            needs.append(parts)
-    jobs = [
-        (key, number, path, key[1] != "rgb")
-        for key, numbers in wanted.items()
-        for number, path in _paths(layout, root, dict(key[0]), key[1], sorted(numbers))
-    ]
-    checker = _FileChecker(decode)
-    report = CheckReport(
-        info.name, root, splits_dir, layout, frames_checked=len(jobs), decoded=decode
-    )
+            wanted[video] += [frames.rgb, frames.flow]
+            needs.append((video, frames.rgb, frames.flow))
+    report = CheckReport(info.name, root, splits_dir, layout, decoded=decode)
+    checker = _FileChecker()
+    # (video, kind) -> {frame number: "missing" | "corrupt"}; only failures are kept.
     bad: dict[tuple, dict[int, str]] = defaultdict(dict)
-    present = []
-    for key, number, path, grey in jobs:
-        if checker.exists(path):
-            present.append((key, number, path, grey))
-        else:
-            bad[key][number] = "missing"
-            report.missing.append(path)
-    if decode:
-        from tqdm import tqdm
-
-        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-            results = pool.map(lambda job: checker.error(job[2], job[3]), present, chunksize=64)
-            bar = tqdm(
-                results,
-                total=len(present),
-                desc="decoding frames",
-                unit="frame",
-                disable=not progress,
-            )
-            for (key, number, path, _), error in zip(present, bar, strict=True):
-                if error is not None:
-                    bad[key][number] = "corrupt"
-                    report.corrupt.append((path, error))
-    position = 0
+    with (
+        ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool,
+        tqdm(desc="checking frames", unit="frame", disable=not progress) as bar,
+    ):
+        for video, arrays in wanted.items():
+            rgb = np.unique(np.concatenate(arrays[0::2]))
+            flow = np.unique(np.concatenate(arrays[1::2]))
+            for kind in KINDS:
+                numbers = (rgb if kind == "rgb" else flow).tolist()
+                jobs = _paths(layout, root, dict(video), kind, numbers)
+                present = []
+                for number, path in jobs:
+                    if checker.exists(path):
+                        present.append((number, path))
+                    else:
+                        bad[(video, kind)][number] = "missing"
+                        report.note_missing(path)
+                if decode:
+                    grey = kind != "rgb"
+                    errors = pool.map(lambda job, grey=grey: checker.error(job[1], grey), present)
+                    for (number, path), error in zip(present, errors, strict=True):
+                        if error is not None:
+                            bad[(video, kind)][number] = "corrupt"
+                            report.note_corrupt(path, error)
+                report.frames_checked += len(jobs)
+                bar.update(len(jobs))
+    segments = iter(needs)
     for table in tables:
         counts = report.counts.setdefault(f"{table.domain} {table.split}", SplitCounts())
         for _ in range(len(table)):
-            states = {
-                bad[key][n]
-                for key, numbers in needs[position]
-                if key in bad
-                for n in numbers
-                if n in bad[key]
-            }
-            position += 1
+            video, rgb, flow = next(segments)
+            states = set()
+            for kind, numbers in (("rgb", rgb), ("u", flow), ("v", flow)):
+                failures = bad.get((video, kind))
+                if failures:
+                    states.update(failures[n] for n in numbers.tolist() if n in failures)
             counts.segments += 1
             if "missing" in states:
                 counts.missing += 1

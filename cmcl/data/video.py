@@ -70,7 +70,7 @@ class VideoPairData(PairData):
         test_windows: int = 5,
         loader_workers: int = 2,
         pin_memory: bool | None = None,
-        eval_batch_limit: int = 16,
+        eval_batch_limit: int = 8,
         decoder: str = "auto",
     ) -> None:
         missing = [s for s in (*TRAIN_SPLITS, "target_test", "source_val") if s not in splits]
@@ -113,6 +113,10 @@ class VideoPairData(PairData):
             collate_fn=collate_clips,
             pin_memory=self.pin_memory,
             prefetch_factor=2 if workers else None,
+            # A private generator: by default every DataLoader iterator draws its workers'
+            # base seed from torch's global RNG, which would shift the model's dropout
+            # draws and break resume equality. Clips never use worker RNG state.
+            generator=torch.Generator().manual_seed(0),
         )
 
     def train_batches(

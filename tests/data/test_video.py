@@ -71,6 +71,16 @@ def test_deterministic_for_a_seed_and_resumable(pair, tiny_videos):
         assert torch.equal(x["rgb"], y["rgb"]) and torch.equal(x["flow"], y["flow"])
 
 
+def test_global_rng_untouched(tiny_videos):
+    data = build_video_pair_data(_config(tiny_videos, **{"data.loader_workers": 1}))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    _first(data, steps=1)
+    next(data.eval_batches("target_test", batch_size=2, windows="centre"))
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_evaluation_batches(pair):
     batches = list(pair.eval_batches("target_test", batch_size=3))
     assert [len(b["index"]) for b in batches] == [3, 3, 2]
