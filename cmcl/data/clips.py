@@ -86,7 +86,19 @@ class ClipDataset(Dataset):
 
         def read(path: Path, grey: bool) -> np.ndarray:
             if path not in cache:
-                cache[path] = self.decoder.read(path, grey=grey)
+                try:
+                    cache[path] = self.decoder.read(path, grey=grey)
+                except FileNotFoundError:
+                    raise FileNotFoundError(
+                        f"{path}: missing frame of segment {self.segments.ids[index]} "
+                        f"({self.segments.source}); `cmcl data check` lists every missing frame"
+                    ) from None
+                first_path, first = next(iter(cache.items()))
+                if cache[path].shape[:2] != first.shape[:2]:
+                    raise ValueError(
+                        f"frames of segment {self.segments.ids[index]} differ in size (H, W): "
+                        f"{first_path} is {first.shape[:2]}, {path} is {cache[path].shape[:2]}"
+                    )
             return cache[path]
 
         rgb_frames = [

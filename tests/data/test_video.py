@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cmcl.config import RunConfig
 from cmcl.data import clips, epic
@@ -151,6 +152,27 @@ def test_synchronised_shares_window_crop_and_flip(tiny_videos, monkeypatch, sync
         assert all(same_window) and all(same_params)
     else:
         assert sum(same_window) < 12 and sum(same_params) <= 3
+
+
+def test_missing_and_odd_frames(tiny_videos, tmp_path):
+    import shutil
+
+    root = tmp_path / "videos"
+    shutil.copytree(tiny_videos.root, root)
+    data = build_video_pair_data(_config(tiny_videos, **{"data.root": str(root)}))
+    dataset = data.datasets["target_test"]
+    table = dataset.segments
+    fields = table.fields[0]
+    start = int(table.start[0])
+    path = dataset.layout.rgb_path(root, fields, start)
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=rf"missing frame of segment {table.ids[0]}"):
+        dataset[ClipRequest(0, 0, "test")]
+    Image.new("RGB", (20, 32)).save(path)
+    with pytest.raises(
+        ValueError, match=r"differ in size \(H, W\): .* is \(32, 20\), .* is \(32, 32\)"
+    ):
+        dataset[ClipRequest(0, 0, "test")]
 
 
 def test_build_errors(tiny_videos, tmp_path):
