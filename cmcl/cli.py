@@ -25,10 +25,11 @@ def cli() -> None:
 def _register() -> None:
     # Each command group lives in its own module under cmcl/commands/; heavy
     # imports happen inside the commands, so `cmcl --help` stays fast.
+    from cmcl.commands.data import data
     from cmcl.commands.report import report_command
     from cmcl.commands.train import methods, train
 
-    for command in (train, methods, report_command):
+    for command in (train, methods, report_command, data):
         cli.add_command(command)
 
 
