@@ -153,6 +153,9 @@ cmd_up() {
     if any_running; then
         die "a cluster from $STATE_DIR is already running; run 'cluster/local.sh down' first"
     fi
+    # A cluster that died without `down` leaves its temp dir (and maybe stray
+    # processes carrying its unique path): clear those first.
+    [[ -f "$STATE_DIR/pids" ]] && cmd_down_quiet
     rm -rf "$STATE_DIR"
     mkdir -p "$STATE_DIR/logs"
     # Ray's Unix socket paths must stay under ~107 characters: keep temp dirs short.

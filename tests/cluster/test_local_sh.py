@@ -125,3 +125,24 @@ def test_bad_options_are_rejected(tmp_path: Path) -> None:
     unknown = run_local_sh("restart", state=tmp_path / "s", timeout=30)
     assert unknown.returncode == 2 and "valid: up, down, status" in unknown.stderr
     assert not (tmp_path / "s").exists()
+
+
+@needs_setsid
+def test_down_after_a_crash_signals_nothing_and_cleans_up(tmp_path: Path) -> None:
+    # State left by a cluster whose processes are gone; the pid now belongs to
+    # an unrelated process (this test's sleep), which must survive `down`.
+    state = tmp_path / "state"
+    ray_tmp = tmp_path / "cmcl-lc.dead"
+    (ray_tmp / "n0").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        state.mkdir()
+        (state / "pids").write_text(f"head {bystander.pid}\n")
+        (state / "ray_tmp").write_text(f"{ray_tmp}\n")
+        down = run_local_sh("down", state=state, timeout=30)
+        assert down.returncode == 0, down.stderr
+        assert bystander.poll() is None, "down signalled a process that is not part of the cluster"
+        assert not ray_tmp.exists() and not state.exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
