@@ -114,7 +114,7 @@ def train(benchmark, pair, method, seed, assignments, out, resume, features, roo
         f"target accuracy {s['target_acc']:.2f}% (mean of the last {s['evaluations']} "
         f"evaluations; rgb {s['target_acc_rgb']:.2f}, flow {s['target_acc_flow']:.2f}); "
         f"best {s['best']['target_acc']:.2f}% at adapt step {s['best']['step']}; "
-        f"{s['steps_per_s']:.1f} steps/s"
+        f"{s['steps_per_s']:.3g} steps/s"
     )
     click.echo(f"wrote {out}/summary.json")
 
