@@ -93,15 +93,30 @@ class _Trainer:
         self.info = self.data.info
         model = build_model(config.model, self.info)
         if self.device.type == "cuda" and config.model.backbone == "i3d":
+            # channels-last 3-D convolutions are faster with cuDNN (benchmarks/RESULTS.md).
+            for stream in model.streams.values():
+                stream.backbone.channels_last = True
             model = model.to(memory_format=torch.channels_last_3d)
         method = build_method(model=model, config=config.method, info=self.info)
         if dist.is_distributed() and config.model.sync_bn:
             method = convert_batchnorm(method, device=self.device)
         self.method: Method = method.to(self.device)
         t = config.train
+        # The fused kernel gives the same numbers as the per-parameter loop and is
+        # several times faster on CPU (benchmarks/RESULTS.md).
         self.optimizer = torch.optim.SGD(
-            self.method.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+            self.method.parameters(),
+            lr=t.lr,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            fused=self.device.type in ("cpu", "cuda"),
         )
+        # The fused kernel cannot mix parameters with and without a momentum buffer
+        # (heads first used in the adaptation stage). A zero buffer is equivalent:
+        # the first update gives buf = momentum * 0 + grad = grad, as a missing one does.
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                self.optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda it: lr_factor(it, warmup=t.warmup_steps, lr_step=t.lr_step, gamma=t.lr_gamma),
