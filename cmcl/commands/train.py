@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -57,8 +59,34 @@ def _fail(message: str) -> None:
     default=None,
     help="Annotation directory (EPIC split pickles or TA3N lists).",
 )
+@click.option(
+    "--i3d-rgb",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Video mode: pytorch-i3d RGB checkpoint to start from (rgb_imagenet.pt).",
+)
+@click.option(
+    "--i3d-flow",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Video mode: pytorch-i3d flow checkpoint to start from (flow_imagenet.pt).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(benchmark, pair, method, seed, assignments, out, resume, features, root, splits, quiet):
+def train(
+    benchmark,
+    pair,
+    method,
+    seed,
+    assignments,
+    out,
+    resume,
+    features,
+    root,
+    splits,
+    i3d_rgb,
+    i3d_flow,
+    quiet,
+):
     """Train and evaluate one run, writing its run directory.
 
     \b
@@ -67,6 +95,13 @@ def train(benchmark, pair, method, seed, assignments, out, resume, features, roo
     last 9 evaluations) and checkpoints/. Examples:
       cmcl train --benchmark synthetic-epic --pair D2-D1 --method cmco
       cmcl train --method cmco --set lambda=1.0 --set T=0.9 --seed 2
+      cmcl train --benchmark epic --features STORE --pair D2-D1      # feature mode
+      cmcl train --benchmark epic --root FRAMES --pair D2-D1 \\
+          --i3d-rgb rgb_imagenet.pt --i3d-flow flow_imagenet.pt       # video mode (I3D)
+
+    \b
+    --root, --i3d-rgb and --i3d-flow select video mode (model.backbone=i3d)
+    unless --set model.backbone=... says otherwise; --features selects feature mode.
     """
     from cmcl.config import RunConfig, parse_assignments
     from cmcl.engine import ConsoleReporter, NonFiniteLossError, fit
@@ -79,12 +114,28 @@ def train(benchmark, pair, method, seed, assignments, out, resume, features, roo
             ("data.features", features),
             ("data.root", root),
             ("data.splits", splits),
+            ("model.i3d_rgb", i3d_rgb),
+            ("model.i3d_flow", i3d_flow),
         ):
             if value is not None:
                 overrides[key] = value
-        overrides.update(parse_assignments(assignments))
+        assigned = parse_assignments(assignments)
+        overrides.update(assigned)
+        video_options = [
+            name
+            for name, value in (("--root", root), ("--i3d-rgb", i3d_rgb), ("--i3d-flow", i3d_flow))
+            if value is not None
+        ]
+        if video_options and features is not None:
+            _fail(
+                f"--features (feature mode) and {', '.join(video_options)} (video mode) "
+                "exclude each other; give one"
+            )
+        if video_options and "model.backbone" not in assigned:
+            overrides["model.backbone"] = "i3d"
         config = RunConfig.from_overrides(overrides)
         method_class(config.method.name)
+        _check_video_inputs(config)
     except (KeyError, ValueError) as error:
         _fail(str(error).strip('"'))
     if out is None:
@@ -117,6 +168,35 @@ def train(benchmark, pair, method, seed, assignments, out, resume, features, roo
         f"{s['steps_per_s']:.3g} steps/s"
     )
     click.echo(f"wrote {out}/summary.json")
+
+
+def _check_video_inputs(config) -> None:
+    """Clear errors before any model is built: I3D files exist, video mode has frames."""
+    model = config.model
+    for option, path in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)):
+        if path is not None and not Path(path).is_file():
+            _fail(f"{option} {path}: no such file (a pytorch-i3d checkpoint, e.g. rgb_imagenet.pt)")
+    if model.backbone != "i3d":
+        given = [o for o, p in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)) if p]
+        if given:
+            _fail(f"{', '.join(given)} need video mode, but model.backbone={model.backbone}")
+        return
+    if config.data.benchmark not in ("epic", "ucf-hmdb"):
+        _fail(
+            f"video mode (model.backbone=i3d) reads frames of --benchmark epic or ucf-hmdb, "
+            f"not {config.data.benchmark}"
+        )
+    if config.data.root is None:
+        _fail(
+            f"video mode (model.backbone=i3d) needs --root: the frames of {config.data.benchmark}"
+        )
+    for option, path in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)):
+        if path is None:
+            click.echo(
+                f"note: no {option}; that I3D stream starts from random weights "
+                "(the paper starts from Kinetics-pretrained ones)",
+                err=True,
+            )
 
 
 @click.command()
