@@ -29,7 +29,6 @@ from cmcl.data.base import PairData
 from cmcl.data.build import build_pair_data
 from cmcl.engine import checkpoint as ckpt
 from cmcl.engine.evaluate import accuracy, predict, target_metrics
-from cmcl.engine.features import dump_features
 from cmcl.engine.reporting import Reporter, summarise, write_json, write_metrics
 from cmcl.methods.base import ADAPT, WARMUP, Method, StepContext
 from cmcl.methods.registry import build_method
@@ -370,6 +369,9 @@ class _Trainer:
         )
         if self.run_dir is not None and self.chief:
             if self.config.train.dump_features > 0:
+                # Imported here: pyarrow is needed only by runs that write files.
+                from cmcl.engine.features import dump_features
+
                 dump_features(
                     self.method.model,
                     self.data,

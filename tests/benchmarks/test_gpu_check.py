@@ -38,7 +38,7 @@ def fake_loader():
 def test_smoke_run_writes_json_to_out(gpu_check, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OUT", str(tmp_path))
     threads = torch.get_num_threads()
-    report = gpu_check.main(["--smoke", "--variants", "fp32"], make_loader=fake_loader)
+    report = gpu_check.main(["--smoke", "--variants", "fp32", "--no-fit"], make_loader=fake_loader)
     assert torch.get_num_threads() == threads  # smoke mode's 1 thread is undone
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert saved == json.loads(json.dumps(report))

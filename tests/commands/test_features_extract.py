@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cmcl.cli import cli
 from cmcl.data.feature_store import read_split
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _args(videos, out, *extra) -> list[str]:

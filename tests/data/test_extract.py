@@ -19,6 +19,8 @@ from cmcl.data.frames import LAYOUTS
 from cmcl.engine import fit
 from cmcl.models.i3d_extractor import random_backbone
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # 32x32 frames; a 16-pixel crop keeps the CPU I3D cheap.
 SMALL = {"windows": 2, "crop_size": 16, "random_seed": 0, "loader_workers": 0, "batch_size": 3}
 

@@ -1,7 +1,8 @@
 """Video mode through the engine and the CLI: I3D streams on tiny synthetic EPIC videos.
 
 A CPU I3D forward of a 16x32x32 clip takes a good fraction of a second here,
-so the default suite keeps one minimal CLI run; the fuller runs are marked slow.
+so these runs use 16x16 crops and one torch thread (see the one_thread fixture);
+the source_only repeats of the cmco cases are marked slow.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from click.testing import CliRunner
 from cmcl.cli import cli
 from cmcl.config import RunConfig
 from cmcl.engine import fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The smallest run that still has both stages, an evaluation after each, a
 # bank-initialisation pass (cmco) and a feature dump.
@@ -91,8 +94,7 @@ def test_cli_video_option_errors(tiny_videos, tmp_path):
     assert feature_mode.exit_code != 0 and "needs data.features" in str(feature_mode.exception)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["source_only", "cmco"])
+@pytest.mark.parametrize("method", [pytest.param("source_only", marks=pytest.mark.slow), "cmco"])
 def test_fit_video_mode(tiny_videos, tmp_path, method):
     config = RunConfig.from_overrides(
         {
