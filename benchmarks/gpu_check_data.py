@@ -13,8 +13,15 @@ the GPU measurements end. Then:
   evaluations, bank initialisation), timed step by step.
 
 Both need numpy, pandas (with python-dateutil and tzdata) and Pillow; simplejpeg
-is optional (a faster decoder). ``missing_packages()`` names what is absent so
-that gpu_check can skip this part and say why instead of failing.
+is optional (the faster decoder; PIL otherwise); pyarrow, tqdm and click are
+not needed here. ``missing_packages()`` names what is absent so that gpu_check
+can skip this part and say why instead of failing. On a machine with torch
+alone and no network, wheels for its Python carried in a folder do it (35 MB
+for CPython 3.12 manylinux x86_64), e.g. in the repository's ignored ``.whl/``:
+
+    pip install --no-index --find-links .whl numpy pandas python-dateutil tzdata pillow simplejpeg
+
+The state (videos root, scale) is per process: ``start()`` writes once.
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def test_missing_packages_skip_the_data_part(gpu_check, monkeypatch):
     data = gpu_check.load_data_module()
     monkeypatch.setattr(data, "missing_packages", lambda optional=False: ["pandas", "pillow"])
     monkeypatch.setattr(data, "start", lambda smoke=False: pytest.fail("must not start"))
-    sizes = gpu_check.Sizes(**(gpu_check.asdict(gpu_check.SMOKE) | {"budget_s": 0.0}))
+    spent = {"budget_s": 0.0, "deadline_s": 0.0}
+    sizes = gpu_check.Sizes(**(gpu_check.asdict(gpu_check.SMOKE) | spent))
     report = gpu_check.run_checks(sizes, torch.device("cpu"), data=data, fit=True)
     for part in ("pipeline", "fit"):
         assert "missing Python packages ['pandas', 'pillow']" in report[part]["skipped"]
