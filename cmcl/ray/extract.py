@@ -15,8 +15,6 @@ every finished part kept, and a re-run computes only what is missing.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from cmcl.data.extract import (
     ShardWorker,
     extract_store,
 )
+from cmcl.ray.session import ray_session
 
 RETRIES = 2
 QUEUED_PER_ACTOR = 2
@@ -45,24 +44,6 @@ class _ShardActor:
 
     def run(self, shard: Shard, segments) -> pa.Table:
         return self.worker.run(shard, segments)
-
-
-@contextlib.contextmanager
-def _session(address: str | None, num_cpus: int | None) -> Iterator[dict[str, float]]:
-    """Join ``address``, or start a private local Ray (never a bare ``ray.init()``, which
-    could attach to someone else's cluster); shut down only what was started here."""
-    if ray.is_initialized():
-        yield dict(ray.cluster_resources())
-        return
-    common = {"logging_level": logging.WARNING, "log_to_driver": True}
-    if address is None:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **common)
-    else:
-        ray.init(address=address, **common)
-    try:
-        yield dict(ray.cluster_resources())
-    finally:
-        ray.shutdown()
 
 
 def actor_layout(
@@ -153,7 +134,7 @@ def extract_on_ray(
             decoding frames unless ``settings.loader_workers`` says otherwise.
         max_workers: at most this many actors.
     """
-    with _session(address, num_cpus) as resources:
+    with ray_session(address, num_cpus=num_cpus) as resources:
         count, cpus, gpus = actor_layout(
             resources,
             gpus_per_worker=gpus_per_worker,

@@ -1,50 +1,22 @@
-"""Feature extraction over a private local Ray: same store as in-process; actor layout."""
+"""Feature extraction over Ray (a private local Ray, two local nodes): same store as in-process."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
+from ray_helpers import private_cluster, ray_test_environment
 
 from cmcl.data.extract import ExtractSettings, extract_store
 from cmcl.data.feature_store import read_split
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture
-def private_ray_env(monkeypatch):
-    """Environment for a private loopback Ray: its own temp dir, cmcl importable by workers."""
-    tmp = tempfile.mkdtemp(prefix="ray-video-", dir="/tmp")  # short: socket paths are limited
-    monkeypatch.setenv("RAY_TMPDIR", tmp)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    yield
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.mark.slow
-def test_cli_on_private_ray_matches_in_process(tiny_videos, tmp_path, private_ray_env):
-    from cmcl.cli import cli
-
-    args = ["features", "extract", "--root", str(tiny_videos.root), "--out", str(tmp_path / "ray")]
-    args += ["--random-weights", "--windows", "2", "--crop-size", "16", "--domains", "D1"]
-    args += ["--shard-size", "5", "--num-cpus", "2", "--quiet"]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
-    assert "4 shards (4 computed, 0 already done)" in result.output
-    local = ExtractSettings(
+def _settings(videos) -> ExtractSettings:
+    return ExtractSettings(
         benchmark="epic",
-        root=str(tiny_videos.root),
+        root=str(videos.root),
         domains=("D1",),
         windows=2,
         crop_size=16,
@@ -52,16 +24,44 @@ def test_cli_on_private_ray_matches_in_process(tiny_videos, tmp_path, private_ra
         shard_size=5,
         loader_workers=0,
     )
-    extract_store(local, tmp_path / "local", progress=False)
+
+
+def _local_store(videos, path: Path) -> Path:
+    extract_store(_settings(videos), path, progress=False)
+    return path
+
+
+def _same_store(a_root: Path, b_root: Path) -> None:
     for split in ("train", "test"):
-        a, b = (
-            read_split(tmp_path / "ray", "D1", split),
-            read_split(tmp_path / "local", "D1", split),
-        )
+        a, b = read_split(a_root, "D1", split), read_split(b_root, "D1", split)
         assert a.segment_ids == b.segment_ids
         for modality in ("rgb", "flow"):
             x, y = getattr(a, modality), getattr(b, modality)
             torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4 * float(y.abs().max()))
+
+
+@pytest.mark.slow
+def test_cli_on_private_ray_matches_in_process(tiny_videos, tmp_path):
+    from cmcl.cli import cli
+
+    args = ["features", "extract", "--root", str(tiny_videos.root), "--out", str(tmp_path / "ray")]
+    args += ["--random-weights", "--windows", "2", "--crop-size", "16", "--domains", "D1"]
+    args += ["--shard-size", "5", "--num-cpus", "2", "--quiet"]
+    with ray_test_environment():  # the command starts (and stops) a private Ray
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "4 shards (4 computed, 0 already done)" in result.output
+    _same_store(tmp_path / "ray", _local_store(tiny_videos, tmp_path / "local"))
+
+
+@pytest.mark.slow
+def test_shards_spread_over_two_nodes(tiny_videos, tmp_path):
+    from cmcl.ray.extract import extract_on_ray
+
+    with private_cluster(nodes=2, cpus_per_node=1):
+        report = extract_on_ray(_settings(tiny_videos), tmp_path / "ray", progress=False)
+    assert (report.computed, report.shards) == (4, 4)
+    _same_store(tmp_path / "ray", _local_store(tiny_videos, tmp_path / "local"))
 
 
 @pytest.mark.parametrize(
