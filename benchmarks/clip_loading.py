@@ -6,7 +6,8 @@ cmcl.data.synth_video) are written once to a temporary directory; then
 frames per clip, multi-scale crop to 224, flip, scaling) is timed with 0 and
 2 DataLoader workers, after one warm-up batch. Also timed in this process,
 per clip: reading + decoding its 48 JPEG files alone, and the transforms alone.
-The ratio is against 0 workers.
+The ratio is against 0 workers. Last, short evaluation passes (8 centre clips)
+with workers started afresh per pass vs kept between passes (ReusableLoader).
 
     python benchmarks/clip_loading.py [--batches 6] [--batch 8] [--workers 0,2]
 """
@@ -49,6 +50,34 @@ def clips_per_second(root: Path, workers: int, batches: int, batch: int) -> floa
     return batches * batch / elapsed
 
 
+def eval_passes_per_second(root: Path, workers: int, passes: int, *, fresh: bool) -> float:
+    """Short evaluation passes (centre windows of 8 target-test segments) per second.
+
+    ``fresh``: close the loader after each pass, so every pass starts its workers,
+    as every DataLoader iterator did before the loaders were made persistent.
+    """
+    config = RunConfig.from_overrides(
+        {
+            "benchmark": "epic",
+            "pair": "D2-D1",
+            "model.backbone": "i3d",
+            "data.root": str(root),
+            "data.loader_workers": workers,
+        }
+    )
+    data = build_video_pair_data(config)
+    rows = torch.arange(8)
+    started = time.perf_counter()
+    for _ in range(passes):
+        for batch in data.eval_batches("target_test", batch_size=8, windows="centre", indices=rows):
+            assert batch["rgb"].shape == (8, 3, 16, 224, 224)
+        if fresh:
+            data.close()
+    elapsed = time.perf_counter() - started
+    data.close()
+    return passes / elapsed
+
+
 def stage_rates(root: Path, clips: int) -> tuple[float, float]:
     """(decode-only, transform-only) clips/s in this process."""
     config = RunConfig.from_overrides(
@@ -80,6 +109,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", default="0,2")
+    parser.add_argument("--passes", type=int, default=6, help="Evaluation passes timed.")
     parser.add_argument("--root", default=None, help="Reuse a tree written by an earlier run.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +117,12 @@ def main() -> None:
         if not (root / "splits").is_dir():
             started = time.perf_counter()
             write_synthetic_videos(
-                root, height=256, width=456, train_per_class=2, segment_frames=(40, 90)
+                root,
+                height=256,
+                width=456,
+                train_per_class=2,
+                segment_frames=(40, 90),
+                domains=("D1", "D2"),  # the D2->D1 pair reads nothing else
             )
             print(f"wrote 256x456 synthetic videos in {time.perf_counter() - started:.0f} s")
         print(f"torch threads in the main process: {torch.get_num_threads()}")
@@ -103,6 +138,13 @@ def main() -> None:
             print(
                 f"workers={workers}: {rate:.1f} clips/s (x{rate / base:.2f} vs workers={min(rates)})"
             )
+        workers = max(rates)
+        fresh = eval_passes_per_second(root, workers, args.passes, fresh=True)
+        kept = eval_passes_per_second(root, workers, args.passes, fresh=False)
+        print(
+            f"evaluation passes of 8 centre clips, {workers} workers: fresh workers per pass "
+            f"{fresh:.2f} passes/s, persistent workers {kept:.2f} passes/s (x{kept / fresh:.2f})"
+        )
 
 
 if __name__ == "__main__":

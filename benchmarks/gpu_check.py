@@ -13,12 +13,16 @@ target streams, as the cmco method's does.
 Each variant: a fresh model, warm-up steps (cuDNN autotuning), then timed
 steps between torch.cuda.synchronize() calls; steps/s, clips/s (32 per step)
 and peak allocated / reserved memory. Then the forward-only rate of a frozen
-I3D (feature extraction) and, when a loader is given, the data pipeline's rate.
-A time budget skips the variants left once it is spent, so a run ends in
-under 6 minutes on an H100.
+I3D (feature extraction), the data pipeline's rate and a short end-to-end
+``cmcl.engine.fit`` in video mode (benchmarks/gpu_check_data.py: synthetic
+EPIC videos at 256x456, written in the background while the GPU variants run).
+Time budgets skip what is left once spent (the first three variants, then
+extraction, pipeline and fit, then the other variants while time remains), so
+a run ends in about 6 minutes on an H100. A missing Python package (numpy, pandas, Pillow...)
+skips the data part and says which wheels would be needed.
 
-    python3 benchmarks/gpu_check.py                      # GPU, full size
-    python3 benchmarks/gpu_check.py --loader pkg.mod:fn  # plus the pipeline rate
+    python3 benchmarks/gpu_check.py                      # GPU: everything in one go
+    python3 benchmarks/gpu_check.py --loader pkg.mod:fn  # another pipeline to time
     python3 benchmarks/gpu_check.py --smoke              # CPU, tiny sizes, seconds
 
 Everything is printed; the results also go to gpu_check.json in --out, or in
@@ -30,6 +34,8 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -61,6 +67,13 @@ class Sizes:
     steps: int
     extract_batch: int
     budget_s: float
+    """Seconds after which no further training variant starts before the other checks."""
+    pipeline_s: float
+    """The pipeline is timed over at least this many seconds (and 20 batches)."""
+    deadline_s: float
+    """Extraction and the end-to-end fit start only before this many seconds."""
+    late_budget_s: float | None = None
+    """Variants left out by ``budget_s`` run after the fit while before this (None: never)."""
 
 
 FULL = Sizes(
@@ -71,7 +84,10 @@ FULL = Sizes(
     warmup=3,
     steps=10,
     extract_batch=32,
-    budget_s=240,
+    budget_s=120,
+    pipeline_s=15,
+    deadline_s=230,
+    late_budget_s=280,
 )
 # Batch 2 per domain: train-mode BatchNorm needs more than one value per channel
 # where the tiny clips leave Mixed_5c at 1x1x1.
@@ -84,6 +100,8 @@ SMOKE = Sizes(
     steps=1,
     extract_batch=2,
     budget_s=120,
+    pipeline_s=0,
+    deadline_s=600,
 )
 
 
@@ -224,20 +242,28 @@ def measure_extraction(bf16: bool, channels_last: bool, sizes: Sizes, device: to
 
 
 def measure_pipeline(
-    make_loader: Callable[[], Iterable] | None, device: torch.device, *, batches: int = 20
+    make_loader: Callable[[], Iterable] | None,
+    device: torch.device,
+    *,
+    batches: int = 20,
+    min_seconds: float = 0.0,
 ) -> dict:
     """Clips/s that a data loader delivers onto ``device``; skipped when there is no loader.
 
     ``make_loader()`` returns an iterable of clip dicts with at least ``rgb``
     (N, 3, T, H, W) and ``flow`` (N, 2, T, H, W). The first batch (worker
-    start-up) is not timed; each timed batch is copied to the device.
+    start-up) is not timed; then at least ``batches`` batches and ``min_seconds``
+    seconds (so that the workers' head start, the batches they prefetched
+    before the first one arrived, weighs little), each copied to the device.
     """
     if make_loader is None:
         return {"skipped": "no loader given (--loader module:function)"}
+    began = time.perf_counter()
     iterator = iter(make_loader())
     next(iterator)
-    count, start = 0, time.perf_counter()
-    for _ in range(batches):
+    first = time.perf_counter() - began
+    count, taken, start = 0, 0, time.perf_counter()
+    while taken < batches or time.perf_counter() - start < min_seconds:
         try:
             batch = next(iterator)
         except StopIteration:
@@ -245,11 +271,18 @@ def measure_pipeline(
         rgb = batch["rgb"].to(device, non_blocking=True)
         batch["flow"].to(device, non_blocking=True)
         count += rgb.shape[0]
+        taken += 1
     synchronize(device)
     elapsed = time.perf_counter() - start
     if count == 0:
         return {"skipped": "the loader gave one batch or none"}
-    return {"clips": count, "seconds": elapsed, "clips_per_s": count / elapsed}
+    return {
+        "clips": count,
+        "batches": taken,
+        "seconds": elapsed,
+        "clips_per_s": count / elapsed,
+        "first_batch_s": first,
+    }
 
 
 def release(device: torch.device) -> None:
@@ -279,40 +312,93 @@ def load_callable(spec: str | None) -> Callable[[], Iterable] | None:
     return getattr(importlib.import_module(module), name)
 
 
+PACKAGES = {
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "dateutil": "python-dateutil",
+    "PIL": "pillow",
+    "simplejpeg": "simplejpeg",
+    "pyarrow": "pyarrow",
+    "tqdm": "tqdm",
+    "click": "click",
+}
+
+
+def packages() -> dict[str, str]:
+    """pip name -> version (or "missing") of the packages the data part and the project use."""
+    found = {}
+    for module, pip_name in PACKAGES.items():
+        if importlib.util.find_spec(module) is None:
+            found[pip_name] = "missing"
+            continue
+        try:
+            found[pip_name] = importlib.metadata.version(pip_name)
+        except importlib.metadata.PackageNotFoundError:
+            found[pip_name] = "present (no metadata)"
+    return found
+
+
+def load_data_module():
+    """benchmarks/gpu_check_data.py, imported by name so that spawned processes find it too."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return importlib.import_module("gpu_check_data")
+
+
+def data_unavailable(data) -> str | None:
+    missing = data.missing_packages()
+    if not missing:
+        return None
+    return (
+        f"missing Python packages {missing}; install them (pip install {' '.join(missing)}, "
+        "or wheels for this Python from a carried folder) to time the data pipeline and fit"
+    )
+
+
 def run_checks(
     sizes: Sizes,
     device: torch.device,
     make_loader: Callable[[], Iterable] | None = None,
     variants: tuple[Variant, ...] = VARIANTS,
+    data=None,
+    fit: bool = False,
 ) -> dict:
+    """Every measurement; ``data``: the gpu_check_data module (its videos already started)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed clip sizes: autotune once per shape
     report: dict = {
         "environment": environment(device),
+        "packages": packages(),
         "sizes": asdict(sizes),
         "training": [],
         "extraction": [],
     }
     print(json.dumps(report["environment"]), flush=True)
+    print(f"packages: {json.dumps(report['packages'])}", flush=True)
     began = time.perf_counter()
+    unavailable = data_unavailable(data) if data is not None else None
+    if data is not None and unavailable is None and (make_loader is None or fit):
+        # Writes the videos in the background while the GPU works; smoke runs (the
+        # only ones on CPU) write tiny ones.
+        data.start(smoke=device.type == "cpu")
 
-    def over_budget() -> bool:
-        return time.perf_counter() - began > sizes.budget_s
+    def elapsed() -> float:
+        return time.perf_counter() - began
 
+    deferred = []
     for variant in variants:
-        if over_budget():
-            result = {"variant": asdict(variant), "skipped": f"time budget {sizes.budget_s}s spent"}
-        else:
-            result = run_guarded(lambda v=variant: measure_training(v, sizes, device), device)
-            result.setdefault("variant", asdict(variant))
-        report["training"].append(result)
-        print(f"train {variant.name:>32}: {format_result(result)}", flush=True)
+        if elapsed() > sizes.budget_s:
+            deferred.append(variant)
+            continue
+        result = run_guarded(lambda v=variant: measure_training(v, sizes, device), device)
+        _record_variant(report, variant, result | {"variant": asdict(variant)})
     torch.backends.cudnn.allow_tf32 = True
     # Extraction in the precisions the chosen training variants use (fp32 and bf16+channels_last by default).
     settings = {(v.bf16, v.channels_last) for v in variants}
     for bf16, channels_last in [p for p in ((False, False), (True, True)) if p in settings]:
-        if over_budget():
-            result = {"bf16": bf16, "channels_last": channels_last, "skipped": "time budget spent"}
+        if elapsed() > sizes.deadline_s:
+            result = {"bf16": bf16, "channels_last": channels_last, "skipped": "deadline passed"}
         else:
             result = run_guarded(
                 lambda b=bf16, c=channels_last: measure_extraction(b, c, sizes, device), device
@@ -323,17 +409,53 @@ def run_checks(
             f"extract bf16={bf16} channels_last={channels_last}: {format_result(result)}",
             flush=True,
         )
-    report["pipeline"] = run_guarded(lambda: measure_pipeline(make_loader, device), device)
+    if make_loader is None and data is not None:
+        make_loader = None if unavailable else data.make_loader
+    if make_loader is None and unavailable:
+        report["pipeline"] = {"skipped": unavailable}
+    else:
+        report["pipeline"] = run_guarded(
+            lambda: measure_pipeline(make_loader, device, min_seconds=sizes.pipeline_s), device
+        )
     print(f"pipeline: {format_result(report['pipeline'])}", flush=True)
+    if not fit:
+        report["fit"] = {"skipped": "not asked for"}
+    elif data is None or unavailable:
+        report["fit"] = {"skipped": unavailable or "no data module"}
+    elif time.perf_counter() - began > sizes.deadline_s:
+        report["fit"] = {"skipped": f"{sizes.deadline_s}s deadline passed"}
+    else:
+        report["fit"] = run_guarded(lambda: data.fit_check(device.type), device)
+    print(f"fit: {format_result(report['fit'])}", flush=True)
+    # Variants the first budget left out run now if the late budget allows.
+    for variant in deferred:
+        late = sizes.late_budget_s
+        if late is None or elapsed() > late:
+            spent = sizes.budget_s if late is None else late
+            result = {"variant": asdict(variant), "skipped": f"time budget {spent}s spent"}
+        else:
+            result = run_guarded(lambda v=variant: measure_training(v, sizes, device), device)
+            result |= {"variant": asdict(variant)}
+        _record_variant(report, variant, result)
+    torch.backends.cudnn.allow_tf32 = True
     report["ratios"] = ratios(report["training"])
     report["total_s"] = time.perf_counter() - began
     return report
 
 
+def _record_variant(report: dict, variant: Variant, result: dict) -> None:
+    report["training"].append(result)
+    print(f"train {variant.name:>32}: {format_result(result)}", flush=True)
+
+
 def format_result(result: dict) -> str:
     if "error" in result or "skipped" in result:
         return result.get("error") or f"skipped ({result['skipped']})"
-    parts = [f"{key}={value:.3f}" for key, value in result.items() if isinstance(value, float)]
+    parts = [
+        f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in result.items()
+        if isinstance(value, int | float | str)
+    ]
     return " ".join(parts)
 
 
@@ -357,8 +479,15 @@ def main(argv: list[str] | None = None, make_loader: Callable[[], Iterable] | No
         "--smoke", action="store_true", help="CPU, tiny clips, 1+2 steps: checks the script runs"
     )
     parser.add_argument(
-        "--loader", default=None, help="module:function returning an iterable of clip dicts"
+        "--loader",
+        default=None,
+        help="module:function returning an iterable of clip dicts "
+        "(default: synthetic EPIC videos through VideoPairData, benchmarks/gpu_check_data.py)",
     )
+    parser.add_argument(
+        "--no-data", action="store_true", help="skip the data pipeline and the end-to-end fit"
+    )
+    parser.add_argument("--no-fit", action="store_true", help="skip the end-to-end fit")
     parser.add_argument(
         "--out", default=os.environ.get("OUT"), help="folder for gpu_check.json (default $OUT)"
     )
@@ -394,7 +523,16 @@ def main(argv: list[str] | None = None, make_loader: Callable[[], Iterable] | No
         # made a 2-thread smoke run ten times slower on a loaded machine.
         torch.set_num_threads(1)
     try:
-        report = run_checks(sizes, device, make_loader or load_callable(args.loader), variants)
+        data = None if args.no_data else load_data_module()
+        loader = make_loader or load_callable(args.loader)
+        report = run_checks(
+            sizes,
+            device,
+            loader,
+            variants,
+            data=data,
+            fit=not (args.no_data or args.no_fit),
+        )
     finally:
         torch.set_num_threads(threads)
     print(json.dumps(report, indent=1), flush=True)

@@ -19,6 +19,7 @@ def cli() -> None:
     List the methods:     cmcl methods
     Run a study:          cmcl study run studies/quickstart.yaml
     Write a report:       cmcl report STUDY_DIR --out reports/NAME
+    Extract features:     cmcl features extract --benchmark epic --root FRAMES --out STORE ...
     """
 
 
@@ -26,10 +27,11 @@ def _register() -> None:
     # Each command group lives in its own module under cmcl/commands/; heavy
     # imports happen inside the commands, so `cmcl --help` stays fast.
     from cmcl.commands.data import data
+    from cmcl.commands.features import features
     from cmcl.commands.report import report_command
     from cmcl.commands.train import methods, train
 
-    for command in (train, methods, report_command, data):
+    for command in (train, methods, report_command, data, features):
         cli.add_command(command)
 
 

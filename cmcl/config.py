@@ -5,7 +5,8 @@ one of four sections and is addressed by a dotted key (``train.steps``,
 ``method.tau``); a few short aliases exist for the searched hyperparameters
 (``lambda``, ``tau``, ``T``, ``delta``). Defaults follow shared/SPEC.md; a
 benchmark may supply its own defaults (the synthetic ones use a shorter
-schedule), and explicit overrides always win.
+schedule), video mode a few of its own (``VIDEO_DEFAULTS``), and explicit
+overrides always win.
 
     config = RunConfig.from_overrides({"data.pair": "D2-D1", "lambda": 1.0})
 """
@@ -63,7 +64,9 @@ class DataConfig:
     sampling: str = "independent"
     """independent: RGB and flow windows drawn separately; synchronised: one shared window."""
     test_windows: int = 5
-    loader_workers: int = 2
+    loader_workers: int = -1
+    """Video mode: DataLoader worker processes per loader (0: decode in the training process;
+    -1: auto, from the CPUs available, see cmcl.data.loaders.auto_workers)."""
     rgb_template: str | None = None
     flow_template: str | None = None
     crop_size: int = 224
@@ -76,7 +79,10 @@ class DataConfig:
         get_benchmark(self.benchmark).check_pair(self.pair)
         _choice("data.sampling", self.sampling, ("independent", "synchronised"))
         _positive("data.test_windows", self.test_windows)
-        _positive("data.loader_workers", self.loader_workers, allow_zero=True)
+        if self.loader_workers < -1:
+            raise ValueError(
+                f"data.loader_workers must be >= 0, or -1 for auto; got {self.loader_workers}"
+            )
         _positive("data.crop_size", self.crop_size)
 
 
@@ -172,6 +178,10 @@ class TrainConfig:
     """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16."""
     dump_features: int = 256
     """Segments per domain whose features are written at the end (t-SNE); 0 disables."""
+    source_val: str = "all"
+    """Which evaluations also score the held-out source split (the source_val_acc selection
+    metric): all; last (only the last eval_last_k adaptation evaluations, the ones the
+    summary averages: same summary, far less work in video mode); none."""
 
     def __post_init__(self) -> None:
         _positive("train.warmup_steps", self.warmup_steps, allow_zero=True)
@@ -182,6 +192,7 @@ class TrainConfig:
         _positive("train.lr_step", self.lr_step, allow_zero=True)
         _positive("train.dump_features", self.dump_features, allow_zero=True)
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16"))
+        _choice("train.source_val", self.source_val, ("all", "last", "none"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
@@ -241,6 +252,9 @@ class RunConfig:
 
 
 SECTIONS = ("data", "model", "method", "train")
+VIDEO_DEFAULTS: dict[str, Any] = {"train.source_val": "last"}
+"""Video mode (``model.backbone=i3d``) changes only what is recorded, not what is computed:
+scoring the source test split at every evaluation would cost more than the target's."""
 _TOP_LEVEL = ("out", "resume")
 
 
@@ -350,6 +364,9 @@ def _apply(
         name = resolved.get(("data", "benchmark"), base.data.benchmark)
         for key, value in benchmark_defaults(str(name)).items():
             resolved.setdefault(resolve_key(key), value)
+        if resolved.get(("model", "backbone"), base.model.backbone) == "i3d":
+            for key, value in VIDEO_DEFAULTS.items():
+                resolved.setdefault(resolve_key(key), value)
     sections = {s: dataclasses.asdict(getattr(base, s)) for s in SECTIONS}
     top = {k: getattr(base, k) for k in _TOP_LEVEL}
     for (section, name), value in resolved.items():

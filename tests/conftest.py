@@ -94,3 +94,18 @@ def tiny_videos(tmp_path_factory):
     from cmcl.data.synth_video import write_synthetic_videos
 
     return write_synthetic_videos(tmp_path_factory.mktemp("tiny_videos"), **TINY_VIDEOS)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tiny-convolution tests (I3D on 16x16 clips).
+
+    On a shared 2-core machine OpenMP barriers between two threads can stall far
+    longer than such small kernels take; one thread was several times faster.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

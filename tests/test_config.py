@@ -31,6 +31,18 @@ def test_synthetic_benchmarks_bring_their_schedule_but_overrides_win():
     assert ucf.data.pair == "U-H"
 
 
+def test_video_mode_brings_its_defaults_but_overrides_win():
+    assert RunConfig.from_overrides({}).train.source_val == "all"
+    video = RunConfig.from_overrides({"benchmark": "epic", "model.backbone": "i3d"})
+    assert video.train.source_val == "last" and video.data.loader_workers == -1
+    chosen = RunConfig.from_overrides(
+        {"benchmark": "epic", "model.backbone": "i3d", "train.source_val": "all"}
+    )
+    assert chosen.train.source_val == "all"
+    # replace() never re-applies defaults: a feature-mode config switched to i3d keeps "all".
+    assert RunConfig.from_overrides({}).replace({"model.backbone": "i3d"}).train.source_val == "all"
+
+
 def test_aliases_and_string_values_are_coerced():
     config = RunConfig.from_overrides(
         {"lambda": "1.5", "T": 0.9, "delta": 0.7, "tau": 0.05, "train.steps": "10", "seed": 3}
@@ -56,6 +68,8 @@ def test_aliases_and_string_values_are_coerced():
         ({"train.steps": "ten"}, "train.steps expects int, got 'ten'"),
         ({"method.cross_domain_form": "x"}, "must be one of per_anchor, batch"),
         ({"delta": 1.0}, r"method.delta \(bank momentum\) must be in \[0, 1\)"),
+        ({"data.loader_workers": -2}, "data.loader_workers must be >= 0, or -1 for auto; got -2"),
+        ({"train.source_val": "some"}, "train.source_val must be one of all, last, none"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_valid(overrides, message):

@@ -59,6 +59,18 @@ def _fail(message: str) -> None:
     default=None,
     help="Annotation directory (EPIC split pickles or TA3N lists).",
 )
+@click.option(
+    "--i3d-rgb",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Video mode: pytorch-i3d RGB checkpoint to start from (rgb_imagenet.pt).",
+)
+@click.option(
+    "--i3d-flow",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Video mode: pytorch-i3d flow checkpoint to start from (flow_imagenet.pt).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--workers",
@@ -109,6 +121,8 @@ def train(
     features,
     root,
     splits,
+    i3d_rgb,
+    i3d_flow,
     quiet,
     workers,
     gpus_per_worker,
@@ -124,6 +138,13 @@ def train(
     last 9 evaluations) and checkpoints/. Examples:
       cmcl train --benchmark synthetic-epic --pair D2-D1 --method cmco
       cmcl train --method cmco --set lambda=1.0 --set T=0.9 --seed 2
+      cmcl train --benchmark epic --features STORE --pair D2-D1      # feature mode
+      cmcl train --benchmark epic --root FRAMES --pair D2-D1 \\
+          --i3d-rgb rgb_imagenet.pt --i3d-flow flow_imagenet.pt       # video mode (I3D)
+
+    \b
+    --root, --i3d-rgb and --i3d-flow select video mode (model.backbone=i3d)
+    unless --set model.backbone=... says otherwise; --features selects feature mode.
 
     \b
     With --workers N >= 2 (or --address) the run goes through Ray Train
@@ -145,12 +166,29 @@ def train(
             ("data.features", features),
             ("data.root", root),
             ("data.splits", splits),
+            ("model.i3d_rgb", i3d_rgb),
+            ("model.i3d_flow", i3d_flow),
         ):
             if value is not None:
-                overrides[key] = value
-        overrides.update(parse_assignments(assignments))
+                # Absolute: Ray Train workers do not share this process's working directory.
+                overrides[key] = str(Path(value).resolve())
+        assigned = parse_assignments(assignments)
+        overrides.update(assigned)
+        video_options = [
+            name
+            for name, value in (("--root", root), ("--i3d-rgb", i3d_rgb), ("--i3d-flow", i3d_flow))
+            if value is not None
+        ]
+        if video_options and features is not None:
+            _fail(
+                f"--features (feature mode) and {', '.join(video_options)} (video mode) "
+                "exclude each other; give one"
+            )
+        if video_options and "model.backbone" not in assigned:
+            overrides["model.backbone"] = "i3d"
         config = RunConfig.from_overrides(overrides)
         method_class(config.method.name)
+        _check_video_inputs(config)
     except (KeyError, ValueError) as error:
         _fail(str(error).strip('"'))
     c = config
@@ -282,6 +320,35 @@ def _train_on_ray(
             raise
     _echo_summary(summary)
     click.echo(f"wrote {location.uri}/summary.json")
+
+
+def _check_video_inputs(config) -> None:
+    """Clear errors before any model is built: I3D files exist, video mode has frames."""
+    model = config.model
+    for option, path in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)):
+        if path is not None and not Path(path).is_file():
+            _fail(f"{option} {path}: no such file (a pytorch-i3d checkpoint, e.g. rgb_imagenet.pt)")
+    if model.backbone != "i3d":
+        given = [o for o, p in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)) if p]
+        if given:
+            _fail(f"{', '.join(given)} need video mode, but model.backbone={model.backbone}")
+        return
+    if config.data.benchmark not in ("epic", "ucf-hmdb"):
+        _fail(
+            f"video mode (model.backbone=i3d) reads frames of --benchmark epic or ucf-hmdb, "
+            f"not {config.data.benchmark}"
+        )
+    if config.data.root is None:
+        _fail(
+            f"video mode (model.backbone=i3d) needs --root: the frames of {config.data.benchmark}"
+        )
+    for option, path in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)):
+        if path is None:
+            click.echo(
+                f"note: no {option}; that I3D stream starts from random weights "
+                "(the paper starts from Kinetics-pretrained ones)",
+                err=True,
+            )
 
 
 @click.command()

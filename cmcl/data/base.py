@@ -142,6 +142,9 @@ class PairData(ABC):
         ``indices`` (sorted): exactly those segments, on this worker alone (no sharding).
         """
 
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
+        """Release worker processes and other resources (no-op unless a subclass holds some)."""
+
     def check_split(self, split: str, valid: tuple[str, ...]) -> None:
         if split not in valid:
             raise ValueError(f"unknown split {split!r}; valid: {', '.join(valid)}")

@@ -75,8 +75,7 @@ def _windows_array(values: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(flat, d), k)
 
 
-def write_split(
-    root: str | Path,
+def split_table(
     *,
     domain: str,
     split: str,
@@ -85,8 +84,8 @@ def write_split(
     rgb: np.ndarray,
     flow: np.ndarray,
     extra: dict[str, Sequence[Any]] | None = None,
-) -> Path:
-    """Write one split file (atomically). ``rgb``/``flow``: (N, K, D) arrays."""
+) -> pa.Table:
+    """The Arrow table of one split (or of a part of one). ``rgb``/``flow``: (N, K, D) arrays."""
     rgb, flow = np.asarray(rgb), np.asarray(flow)
     n = len(segment_ids)
     if rgb.ndim != 3 or rgb.shape != flow.shape or rgb.shape[0] != n or len(labels) != n:
@@ -104,12 +103,41 @@ def write_split(
     }
     for name, values in (extra or {}).items():
         columns[name] = pa.array(list(values))
-    path = split_path(root, domain, split)
+    return pa.table(columns)
+
+
+def write_table(table: pa.Table, path: str | Path) -> Path:
+    """Write ``table`` to ``path`` atomically (a reader never sees a partial file)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(pa.table(columns), tmp, compression="zstd")
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
     tmp.replace(path)
     return path
+
+
+def write_split(
+    root: str | Path,
+    *,
+    domain: str,
+    split: str,
+    segment_ids: Sequence[str],
+    labels: np.ndarray,
+    rgb: np.ndarray,
+    flow: np.ndarray,
+    extra: dict[str, Sequence[Any]] | None = None,
+) -> Path:
+    """Write one split file (atomically). ``rgb``/``flow``: (N, K, D) arrays."""
+    table = split_table(
+        domain=domain,
+        split=split,
+        segment_ids=segment_ids,
+        labels=labels,
+        rgb=rgb,
+        flow=flow,
+        extra=extra,
+    )
+    return write_table(table, split_path(root, domain, split))
 
 
 def write_meta(root: str | Path, meta: dict[str, Any]) -> Path:

@@ -152,8 +152,16 @@ def write_synthetic_videos(
     segment_frames: tuple[int, int] = (20, 60),
     seed: int = 0,
     quality: int = 90,
+    domains: tuple[str, ...] | None = None,
 ) -> SyntheticVideos:
-    """Write frames and split pickles for D1, D2, D3 under ``out`` (see the module docstring)."""
+    """Write frames and split pickles for D1, D2, D3 under ``out`` (see the module docstring).
+
+    ``domains`` writes only those (same pixels and rows as in a full tree), e.g.
+    in parallel processes.
+    """
+    unknown = sorted(set(domains or ()) - set(DOMAIN_PARTICIPANTS))
+    if unknown:
+        raise ValueError(f"unknown domains {unknown}; valid: {', '.join(DOMAIN_PARTICIPANTS)}")
     if min(height, width) < 16:
         raise ValueError(f"frames must be at least 16x16, got {height}x{width}")
     if train_per_class < 1 or test_per_class < 1:
@@ -169,6 +177,12 @@ def write_synthetic_videos(
     uid = 0
     for d, (domain, participant) in enumerate(DOMAIN_PARTICIPANTS.items()):
         rng = np.random.default_rng([seed, d])
+        if domains is not None and domain not in domains:
+            # uids count up across domains: keep them as in a full tree.
+            uid += sum(
+                len(spans) for _, spans, _ in _plan_domain(per_class, segment_frames, rng).values()
+            )
+            continue
         rows: dict[str, list[dict]] = {"train": [], "test": []}
         for number, (split, spans, num_frames) in _plan_domain(
             per_class, segment_frames, rng

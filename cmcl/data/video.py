@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from cmcl.data.base import EVAL_SPLITS, TRAIN_SPLITS, DataInfo, PairData, StepSampler, shard_range
 from cmcl.data.clips import ClipDataset, ClipRequest, collate_clips
 from cmcl.data.frames import FrameLayout
+from cmcl.data.loaders import ReusableLoader, resolve_workers
 from cmcl.data.segments import SegmentTable
 from cmcl.data.windows import WindowSpec
 
@@ -46,12 +47,29 @@ class _StepBatches:
             step += 1
 
 
-class VideoPairData(PairData):
-    """A (source, target) pair read from frames, batched by torch DataLoaders.
+class _SplitClips(Dataset):
+    """The clips of several splits behind one DataLoader, addressed by (split, request)."""
 
-    ``loader_workers`` worker processes decode and transform clips per split
-    (0: in this process); batches are pinned when CUDA is available so the
-    engine's non-blocking copies overlap. Evaluation batches hold at most
+    def __init__(self, datasets: dict[str, ClipDataset]) -> None:
+        self.datasets = datasets
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets.values())
+
+    def __getitem__(self, key: tuple[str, ClipRequest]) -> dict:
+        split, request = key
+        return self.datasets[split][request]
+
+
+class VideoPairData(PairData):
+    """A (source, target) pair read from frames, batched by DataLoaders that keep their workers.
+
+    Three :class:`~cmcl.data.loaders.ReusableLoader` s, each with
+    ``loader_workers`` worker processes (0: in this process; -1: auto) that
+    start on first use and live until :meth:`close`: one per training split
+    (their passes run side by side) and one shared by every evaluation pass
+    (which run one after another). Batches are pinned when CUDA is available so
+    the engine's non-blocking copies overlap. Evaluation batches hold at most
     ``eval_batch_limit`` segments whatever ``batch_size`` asks: five test
     windows of two 16x224x224 streams take about 80 MB per segment.
     """
@@ -68,7 +86,7 @@ class VideoPairData(PairData):
         crop_size: int = 224,
         synchronised: bool = False,
         test_windows: int = 5,
-        loader_workers: int = 2,
+        loader_workers: int = -1,
         pin_memory: bool | None = None,
         eval_batch_limit: int = 8,
         decoder: str = "auto",
@@ -90,9 +108,10 @@ class VideoPairData(PairData):
             )
             for name, table in splits.items()
         }
-        self.loader_workers = loader_workers
+        self.loader_workers = resolve_workers(loader_workers)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.eval_batch_limit = eval_batch_limit
+        self._loaders: dict[str, ReusableLoader] = {}
         channels = {"rgb": 3, "flow": 2}
         self.info = DataInfo(
             benchmark=benchmark,
@@ -104,20 +123,22 @@ class VideoPairData(PairData):
             input_shapes={m: (c, spec.frames, crop_size, crop_size) for m, c in channels.items()},
         )
 
-    def _loader(self, dataset: ClipDataset, batches) -> DataLoader:
-        workers = self.loader_workers
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=workers,
-            collate_fn=collate_clips,
-            pin_memory=self.pin_memory,
-            prefetch_factor=2 if workers else None,
-            # A private generator: by default every DataLoader iterator draws its workers'
-            # base seed from torch's global RNG, which would shift the model's dropout
-            # draws and break resume equality. Clips never use worker RNG state.
-            generator=torch.Generator().manual_seed(0),
-        )
+    def _loader(self, name: str) -> ReusableLoader:
+        """The training loader of split ``name``, or the shared ``"eval"`` one (made on first use)."""
+        if name not in self._loaders:
+            dataset = _SplitClips(self.datasets) if name == "eval" else self.datasets[name]
+            self._loaders[name] = ReusableLoader(
+                dataset,
+                workers=self.loader_workers,
+                collate_fn=collate_clips,
+                pin_memory=self.pin_memory,
+            )
+        return self._loaders[name]
+
+    def close(self) -> None:
+        for loader in self._loaders.values():
+            loader.close()
+        self._loaders.clear()
 
     def train_batches(
         self, split: str, *, batch_size: int, seed: int, stage: int, start_step: int
@@ -125,7 +146,7 @@ class VideoPairData(PairData):
         self.check_split(split, TRAIN_SPLITS)
         dataset = self.datasets[split]
         sampler = StepSampler(num_items=len(dataset), batch_size=batch_size, seed=seed, split=split)
-        yield from self._loader(dataset, _StepBatches(sampler, stage, start_step))
+        yield from self._loader(split).iterate(_StepBatches(sampler, stage, start_step))
 
     def eval_batches(
         self,
@@ -142,11 +163,11 @@ class VideoPairData(PairData):
         rows = list(shard_range(len(dataset))) if indices is None else indices.tolist()
         size = max(1, min(batch_size, self.eval_batch_limit))
         batches = [
-            [ClipRequest(i, 0, windows) for i in rows[start : start + size]]
+            [(split, ClipRequest(i, 0, windows)) for i in rows[start : start + size]]
             for start in range(0, len(rows), size)
         ]
         if batches:
-            yield from self._loader(dataset, batches)
+            yield from self._loader("eval").iterate(batches)
 
 
 def build_video_pair_data(config: RunConfig) -> VideoPairData:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from cmcl.data.base import PairData
 from cmcl.data.build import build_pair_data
 from cmcl.engine import checkpoint as ckpt
 from cmcl.engine.evaluate import accuracy, predict, target_metrics
-from cmcl.engine.features import dump_features
 from cmcl.engine.reporting import Reporter, summarise, write_json, write_metrics
 from cmcl.methods.base import ADAPT, WARMUP, Method, StepContext
 from cmcl.methods.registry import build_method
@@ -64,6 +64,15 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def evaluation_steps(steps: int, *, eval_every: int, checkpoint_every: int) -> list[int]:
+    """Steps (1-based, within a stage of ``steps``) after which the trainer evaluates."""
+    return [
+        done
+        for done in range(1, steps + 1)
+        if done % eval_every == 0 or done % checkpoint_every == 0 or done == steps
+    ]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
@@ -89,10 +98,14 @@ class _Trainer:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.autocast = _autocast(config.train.precision, self.device)
         seed_everything(config.train.seed)
+        self.owns_data = data is None
         self.data = data if data is not None else build_pair_data(config)
         self.info = self.data.info
         model = build_model(config.model, self.info)
         if self.device.type == "cuda" and config.model.backbone == "i3d":
+            # Clip shapes are fixed, so cuDNN's autotuning pays off after the first
+            # step of each shape (benchmarks/gpu_check.py measures with it on).
+            torch.backends.cudnn.benchmark = True
             # channels-last 3-D convolutions are faster with cuDNN (benchmarks/RESULTS.md).
             for stream in model.streams.values():
                 stream.backbone.channels_last = True
@@ -129,6 +142,11 @@ class _Trainer:
         self.loss_steps = 0
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
+        # train.source_val=last scores the source split only where the summary reads it.
+        adapt_evals = evaluation_steps(
+            t.steps, eval_every=t.eval_every, checkpoint_every=t.checkpoint_every
+        )
+        self.source_val_steps = set(adapt_evals[-t.eval_last_k :])
 
     # -- setup ---------------------------------------------------------------------------
     def restore(self) -> None:
@@ -161,6 +179,13 @@ class _Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> FitResult:
+        try:
+            return self._run()
+        finally:
+            if self.owns_data:
+                self.data.close()  # stops persistent DataLoader workers now, not at GC time
+
+    def _run(self) -> FitResult:
         if self.run_dir and self.chief:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(self.run_dir / "config.json")
@@ -253,7 +278,7 @@ class _Trainer:
     def _maybe_evaluate(self, stage: str, done: int, steps: int) -> None:
         t = self.config.train
         checkpoint_now = done % t.checkpoint_every == 0 or done == steps
-        if not (done % t.eval_every == 0 or checkpoint_now):
+        if not (done % t.eval_every == 0 or checkpoint_now):  # as in evaluation_steps()
             return
         metrics = self.evaluate(stage, done)
         self.position.history.append(metrics)
@@ -304,8 +329,15 @@ class _Trainer:
                 target, threshold=self.config.method.threshold, num_classes=self.info.num_classes
             )
         )
-        source = predict(model, self.data, "source_val", **kwargs)
-        metrics["source_val_acc"] = accuracy(source.fused, source.label)
+        policy = self.config.train.source_val
+        scored = policy == "all" or (
+            policy == "last" and stage == ADAPT and done in self.source_val_steps
+        )
+        if scored:
+            source = predict(model, self.data, "source_val", **kwargs)
+            metrics["source_val_acc"] = accuracy(source.fused, source.label)
+        else:
+            metrics["source_val_acc"] = math.nan
         for name, value in self.loss_sums.items():
             metrics[f"loss_{name}"] = value / max(1, self.loss_steps)
         self.loss_sums, self.loss_steps = {}, 0
@@ -344,6 +376,9 @@ class _Trainer:
         )
         if self.run_dir is not None and self.chief:
             if self.config.train.dump_features > 0:
+                # Imported here: pyarrow is needed only by runs that write files.
+                from cmcl.engine.features import dump_features
+
                 dump_features(
                     self.method.model,
                     self.data,

@@ -70,6 +70,7 @@ NOT_CONFIGURATION = {
     "cfg.train.checkpoint_every",
     "cfg.train.keep_checkpoints",
     "cfg.train.dump_features",
+    "cfg.train.source_val",
     "cfg.out",
     "cfg.resume",
 }

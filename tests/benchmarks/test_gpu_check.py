@@ -38,7 +38,7 @@ def fake_loader():
 def test_smoke_run_writes_json_to_out(gpu_check, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OUT", str(tmp_path))
     threads = torch.get_num_threads()
-    report = gpu_check.main(["--smoke", "--variants", "fp32"], make_loader=fake_loader)
+    report = gpu_check.main(["--smoke", "--variants", "fp32", "--no-fit"], make_loader=fake_loader)
     assert torch.get_num_threads() == threads  # smoke mode's 1 thread is undone
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert saved == json.loads(json.dumps(report))
@@ -60,7 +60,7 @@ def test_smoke_run_writes_json_to_out(gpu_check, tmp_path, monkeypatch, capsys):
 @pytest.mark.slow
 def test_smoke_run_of_every_variant(gpu_check, tmp_path):
     # bf16 convolutions are slow on CPU (no fast kernels): tens of seconds.
-    report = gpu_check.main(["--smoke", "--budget-s", "1e9", "--out", str(tmp_path)])
+    report = gpu_check.main(["--smoke", "--budget-s", "1e9", "--no-data", "--out", str(tmp_path)])
     names = [r["variant"]["name"] for r in report["training"]]
     assert names == [v.name for v in gpu_check.VARIANTS]
     for result in report["training"] + report["extraction"]:
@@ -70,10 +70,22 @@ def test_smoke_run_of_every_variant(gpu_check, tmp_path):
 
 
 def test_time_budget_skips_the_rest(gpu_check):
-    sizes = gpu_check.Sizes(**(gpu_check.asdict(gpu_check.SMOKE) | {"budget_s": 0.0}))
+    spent = {"budget_s": 0.0, "deadline_s": 0.0}
+    sizes = gpu_check.Sizes(**(gpu_check.asdict(gpu_check.SMOKE) | spent))
     report = gpu_check.run_checks(sizes, torch.device("cpu"))
     assert all("skipped" in r for r in report["training"] + report["extraction"])
     assert report["ratios"] == {}
+
+
+def test_variants_over_the_first_budget_run_after_the_rest(gpu_check, capsys):
+    late = {"budget_s": 0.0, "late_budget_s": 1e9}
+    sizes = gpu_check.Sizes(**(gpu_check.asdict(gpu_check.SMOKE) | late))
+    variants = tuple(v for v in gpu_check.VARIANTS if v.name == "fp32")
+    report = gpu_check.run_checks(sizes, torch.device("cpu"), variants=variants)
+    [train] = report["training"]
+    assert train["variant"]["name"] == "fp32" and train["steps_per_s"] > 0
+    printed = capsys.readouterr().out
+    assert printed.index("pipeline: ") < printed.index("train                             fp32")
 
 
 def test_errors_are_recorded_not_raised(gpu_check):
@@ -90,3 +102,33 @@ def test_bad_arguments(gpu_check):
         gpu_check.main(["--smoke", "--variants", "fp16"])
     with pytest.raises(SystemExit, match="module:function"):
         gpu_check.load_callable("no_colon")
+
+
+def test_smoke_run_times_the_video_pipeline(gpu_check, tmp_path):
+    """No loader given: tiny synthetic EPIC videos through VideoPairData (written in the background)."""
+    report = gpu_check.main(["--smoke", "--variants", "fp32", "--no-fit", "--out", str(tmp_path)])
+    pipeline = report["pipeline"]
+    assert "error" not in pipeline and "skipped" not in pipeline, pipeline
+    assert pipeline["batches"] == 20 and pipeline["clips"] == 20 * 4  # smoke batches of 4 clips
+    assert report["fit"] == {"skipped": "not asked for"}
+    assert report["packages"]["numpy"] != "missing"
+
+
+def test_missing_packages_skip_the_data_part(gpu_check, monkeypatch):
+    data = gpu_check.load_data_module()
+    monkeypatch.setattr(data, "missing_packages", lambda optional=False: ["pandas", "pillow"])
+    monkeypatch.setattr(data, "start", lambda smoke=False: pytest.fail("must not start"))
+    spent = {"budget_s": 0.0, "deadline_s": 0.0}
+    sizes = gpu_check.Sizes(**(gpu_check.asdict(gpu_check.SMOKE) | spent))
+    report = gpu_check.run_checks(sizes, torch.device("cpu"), data=data, fit=True)
+    for part in ("pipeline", "fit"):
+        assert "missing Python packages ['pandas', 'pillow']" in report[part]["skipped"]
+        assert "pip install pandas pillow" in report[part]["skipped"]
+
+
+@pytest.mark.slow
+def test_smoke_run_with_the_end_to_end_fit(gpu_check, tmp_path):
+    report = gpu_check.main(["--smoke", "--variants", "fp32", "--out", str(tmp_path)])
+    fit = report["fit"]
+    assert "error" not in fit and "skipped" not in fit, fit
+    assert fit["steps"] == 2 and fit["finite_losses"] and fit["total_s"] > 0

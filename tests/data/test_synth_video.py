@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cmcl.data import epic
@@ -58,3 +59,18 @@ def test_deterministic_for_a_seed(tmp_path):
         trees.append({p.relative_to(tmp_path / name): p.read_bytes() for p in files})
     assert trees[0] == trees[1]
     assert trees[0] != trees[2]
+
+
+def test_a_subset_of_domains_is_part_of_the_full_tree(tmp_path):
+    options = {"height": 16, "width": 16, "train_per_class": 1, "segment_frames": (1, 2)}
+    write_synthetic_videos(tmp_path / "full", **options)
+    write_synthetic_videos(tmp_path / "part", domains=("D2", "D3"), **options)
+    part = {p.relative_to(tmp_path / "part") for p in (tmp_path / "part").rglob("*") if p.is_file()}
+    assert {p.parts[1] for p in part if p.parts[0] == "rgb"} == {"P01", "P22"}
+    assert {p.name for p in part if p.parts[0] == "splits"} == {
+        f"{d}_{s}.pkl" for d in ("D2", "D3") for s in ("train", "test")
+    }
+    for path in part:
+        assert (tmp_path / "part" / path).read_bytes() == (tmp_path / "full" / path).read_bytes()
+    with pytest.raises(ValueError, match=r"unknown domains \['D7'\]"):
+        write_synthetic_videos(tmp_path / "x", domains=("D7",), **options)

@@ -165,3 +165,27 @@ def test_methods_never_see_target_labels_unless_supervised(tiny_store, monkeypat
     monkeypatch.setattr(CrossModalContrastive, "adaptation_losses", spy)
     fit(RunConfig.from_overrides(tiny_overrides(tiny_store, method="cmco")))
     assert seen and all(s and not t for s, t in seen)
+
+
+def test_source_val_policy_keeps_the_summary(tiny_store):
+    """``last`` scores source_val only in the evaluations the summary averages."""
+    base = tiny_overrides(tiny_store, method="source_only")
+    runs = {
+        policy: fit(RunConfig.from_overrides({**base, "train.source_val": policy}))
+        for policy in ("all", "last", "none")
+    }
+    scored = {
+        policy: [not math.isnan(row["source_val_acc"]) for row in run.history]
+        for policy, run in runs.items()
+    }
+    stages = [row["stage"] for row in runs["all"].history]
+    adapt = stages.count("adapt")
+    k = base["train.eval_last_k"]
+    assert scored["all"] == [True] * len(stages)
+    assert scored["last"] == [False] * (len(stages) - k) + [True] * k and adapt > k
+    assert scored["none"] == [False] * len(stages)
+    full, last = runs["all"], runs["last"]
+    assert last.summary["source_val_acc"] == full.summary["source_val_acc"]
+    strip = lambda rows: [{**r, "source_val_acc": 0.0} for r in _comparable(rows)]  # noqa: E731
+    _same(strip(last.history), strip(full.history))  # nothing else changes
+    assert math.isnan(runs["none"].summary["source_val_acc"])
