@@ -266,11 +266,26 @@ class _Trainer:
                 yield batch["index"].to(self.device), features
         model.train()
 
+    def split_batches(self, split: str):
+        """Every segment of ``split`` on every worker, test windows flattened (Method.evaluation)."""
+        every = torch.arange(self.info.sizes[split])
+        for batch in self.data.eval_batches(
+            split, batch_size=self.config.train.eval_batch, windows="test", indices=every
+        ):
+            yield {
+                "rgb": batch["rgb"].flatten(0, 1).to(self.device, non_blocking=True),
+                "flow": batch["flow"].flatten(0, 1).to(self.device, non_blocking=True),
+                "index": batch["index"].to(self.device),
+            }
+
     def evaluate(self, stage: str, done: int) -> dict[str, Any]:
         t = self.config.train
         model = self.method.model
         kwargs = {"batch_size": t.eval_batch, "device": self.device, "autocast": self.autocast}
-        target = predict(model, self.data, "target_test", **kwargs)
+        # Only the target prediction sits inside the method's evaluation hook: what
+        # it may change (AdaBN's re-estimated statistics) belongs to the target.
+        with self.method.evaluation(self.split_batches):
+            target = predict(model, self.data, "target_test", **kwargs)
         metrics: dict[str, Any] = {
             "stage": stage,
             "step": done,
