@@ -47,7 +47,9 @@ def all_gather_varlen(tensor: torch.Tensor) -> torch.Tensor:
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (returns a new tensor; identity in one process)."""
     if not is_distributed():
-        return tensor
+        # A copy, as with several ranks: a caller dividing the result in place
+        # must not change its input in one process only.
+        return tensor.clone()
     out = tensor.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cmcl.losses._checks import check_matrix, check_vector
+from cmcl.losses._checks import check_matrix, check_vector, zero_with_graph
 
 
 class CorrespondencePairs(NamedTuple):
@@ -72,5 +72,5 @@ class CorrespondenceLoss(nn.Module):
         check_matrix("logits", logits, 2)
         check_vector("label", label, logits.shape[0])
         if len(label) == 0:
-            return logits.sum() * 0.0
+            return zero_with_graph(logits)
         return F.cross_entropy(logits.float(), label)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cmcl.losses._checks import check_matrix, check_tau, check_vector
+from cmcl.losses._checks import check_mask, check_matrix, check_tau, check_vector, zero_with_graph
 
 FORMS = ("per_anchor", "batch")
 
@@ -73,10 +73,10 @@ class CrossDomainContrastiveLoss(nn.Module):
         check_matrix("bank", bank, anchors.shape[1])
         check_vector("bank_labels", bank_labels, bank.shape[0])
         check_vector("pseudo_labels", pseudo_labels, anchors.shape[0])
-        check_vector("confident", confident, anchors.shape[0])
+        check_mask("confident", confident, anchors.shape[0])
         keep = torch.ones(bank.shape[0], dtype=torch.bool, device=bank.device)
         if valid is not None:
-            check_vector("valid", valid, bank.shape[0])
+            check_mask("valid", valid, bank.shape[0])
             keep = valid.bool()
         positives = (pseudo_labels.unsqueeze(1) == bank_labels.unsqueeze(0)) & keep.unsqueeze(0)
         return confident.bool(), positives, keep
@@ -120,7 +120,7 @@ class CrossDomainContrastiveLoss(nn.Module):
         logits = anchors[confident].float() @ bank.float().t() / self.tau
         pos_mask = positives[confident]
         all_mask = keep.unsqueeze(0).expand_as(logits)
-        zero = anchors.sum() * 0.0
+        zero = zero_with_graph(anchors)
         has_positive, has_confident = bool(pos_mask.any()), bool(all_mask.any())
         return BatchTerms(
             positive_lse=logits[pos_mask].logsumexp(dim=0) if has_positive else zero,
@@ -144,9 +144,9 @@ class CrossDomainContrastiveLoss(nn.Module):
                 anchors, bank, bank_labels, pseudo_labels, confident, valid=valid
             )
             if not terms.has_positive:
-                return anchors.sum() * 0.0
+                return zero_with_graph(anchors)
             return terms.all_lse - terms.positive_lse
         result = self.per_anchor(anchors, bank, bank_labels, pseudo_labels, confident, valid=valid)
         if result.losses.numel() == 0:
-            return anchors.sum() * 0.0
+            return zero_with_graph(anchors)
         return result.losses.mean()

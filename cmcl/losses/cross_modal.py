@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmcl.losses._checks import check_matrix, check_tau, check_vector
+from cmcl.losses._checks import check_mask, check_matrix, check_tau, check_vector, zero_with_graph
 
 
 class CrossModalContrastiveLoss(nn.Module):
@@ -73,7 +73,7 @@ class CrossModalContrastiveLoss(nn.Module):
         else:
             positive_logit = logits[rows, positive_index]
         if valid is not None:
-            check_vector("valid", valid, bank.shape[0])
+            check_mask("valid", valid, bank.shape[0])
             keep = valid.bool().unsqueeze(0).expand_as(logits).clone()
             keep[rows, positive_index] = True
             logits = logits.masked_fill(~keep, float("-inf"))
@@ -90,5 +90,5 @@ class CrossModalContrastiveLoss(nn.Module):
     ) -> torch.Tensor:
         losses = self.per_anchor(anchors, bank, positive_index, positive=positive, valid=valid)
         if losses.numel() == 0:
-            return anchors.sum() * 0.0
+            return zero_with_graph(anchors)
         return losses.mean()

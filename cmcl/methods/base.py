@@ -26,6 +26,7 @@ from torch import nn
 from cmcl import dist
 from cmcl.config import MethodConfig
 from cmcl.data.base import DataInfo
+from cmcl.losses._checks import zero_with_graph
 from cmcl.models.two_stream import StreamOutput, TwoStreamModel
 
 WARMUP, ADAPT = "warmup", "adapt"
@@ -143,5 +144,5 @@ def global_mean(losses: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """
     count = dist.all_reduce_sum(torch.tensor(float(losses.numel()), device=losses.device))
     if count.item() == 0:
-        return like.sum() * 0.0
+        return zero_with_graph(like)
     return losses.sum() * dist.world_size() / count

@@ -24,6 +24,7 @@ from cmcl import dist
 from cmcl.config import MethodConfig
 from cmcl.data.base import DataInfo
 from cmcl.losses import CrossDomainContrastiveLoss, CrossModalContrastiveLoss
+from cmcl.losses._checks import zero_with_graph
 from cmcl.losses.cross_domain import BatchTerms
 from cmcl.methods.base import ADAPT, Encode, Method, StepContext, StepResult, global_mean
 from cmcl.models.two_stream import MODALITIES, StreamOutput, TwoStreamModel
@@ -201,13 +202,15 @@ def _global_batch_form(terms: BatchTerms, anchors: torch.Tensor) -> torch.Tensor
     """
     world = dist.world_size()
     if world == 1:
-        return terms.all_lse - terms.positive_lse if terms.has_positive else anchors.sum() * 0.0
+        return (
+            terms.all_lse - terms.positive_lse if terms.has_positive else zero_with_graph(anchors)
+        )
     present = torch.tensor([terms.has_positive, terms.has_confident], device=anchors.device)
     local = torch.stack([terms.positive_lse, terms.all_lse]).detach().float()
     local = torch.where(present, local, torch.full_like(local, -1e30))
     total = dist.all_gather_cat(local.unsqueeze(0)).logsumexp(dim=0)
     if bool(total[0] < -1e29):
-        return anchors.sum() * 0.0
+        return zero_with_graph(anchors)
     share = (local - total).exp()
     surrogate = world * (share[1] * terms.all_lse - share[0] * terms.positive_lse)
     return surrogate - surrogate.detach() + (total[1] - total[0])

@@ -65,6 +65,9 @@ class MemoryBank(nn.Module):
                 f"expected indices (N,) and features (N, {self.dim}), "
                 f"got {tuple(indices.shape)} and {tuple(features.shape)}"
             )
+        # torch reads bool/uint8 index tensors as masks: a row list must be integer.
+        if indices.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"bank indices must be an int64/int32 tensor, got {indices.dtype}")
         if len(indices) and (indices.min() < 0 or indices.max() >= self.num_rows):
             raise ValueError(f"bank indices must be in [0, {self.num_rows})")
         gather = self.gather if self.gather is not None else dist.all_gather_varlen
