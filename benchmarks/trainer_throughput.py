@@ -6,6 +6,7 @@ random (the speed does not depend on their values). Only optimiser steps are
 timed: the bank initialisation pass and the evaluations are excluded.
 
     python benchmarks/trainer_throughput.py [--steps 300] [--methods source_only,cmco]
+    python benchmarks/trainer_throughput.py --methods all --repeats 2
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cmcl.config import RunConfig
 from cmcl.data.benchmarks import EPIC_CLASSES
 from cmcl.data.feature_store import write_meta, write_split
 from cmcl.engine import Reporter, fit
+from cmcl.methods import METHODS
 
 SIZES = {"D1": (1543, 435), "D2": (2495, 750), "D3": (3897, 974)}
 
@@ -79,20 +81,33 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--pair", default="D3-D1")
     parser.add_argument(
-        "--methods", default="source_only,cmco_modality,cmco_domain,cmco,supervised_target"
+        "--methods",
+        default="source_only,cmco_modality,cmco_domain,cmco,supervised_target",
+        help="comma-separated method names, or 'all' for every registered method",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="measure every method this many times (interleaved)"
     )
     args = parser.parse_args()
+    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    if "source_only" not in methods:
+        methods.insert(0, "source_only")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, pair {args.pair}")
     with tempfile.TemporaryDirectory() as tmp:
         store = write_random_store(Path(tmp))
-        rates = {
-            m: steps_per_second(store, m, args.steps, args.pair) for m in args.methods.split(",")
-        }
-    base = rates.get("source_only")
-    print(f"{'method':<20} {'steps/s':>9} {'cost vs source_only':>20}")
-    for method, rate in rates.items():
-        ratio = f"{base / rate:.2f}x" if base else "-"
-        print(f"{method:<20} {rate:9.1f} {ratio:>20}")
+        runs: dict[str, list[float]] = {m: [] for m in methods}
+        # Repeats go round the whole list so that a change of machine load
+        # part-way through affects every method alike.
+        for _ in range(args.repeats):
+            for m in methods:
+                runs[m].append(steps_per_second(store, m, args.steps, args.pair))
+    base = statistics.median(runs["source_only"])
+    header = " ".join(f"{f'run {i + 1}':>8}" for i in range(args.repeats))
+    print(f"{'method':<18} {header} {'median':>8} {'cost vs source_only':>20}")
+    for method, rates in runs.items():
+        rate = statistics.median(rates)
+        cells = " ".join(f"{r:8.1f}" for r in rates)
+        print(f"{method:<18} {cells} {rate:8.1f} {f'{base / rate:.2f}x':>20}")
 
 
 if __name__ == "__main__":

@@ -201,11 +201,11 @@ def test_switches_set_from_the_cli_are_recorded_in_config_json(tiny_store, tmp_p
         if key not in ("benchmark", "pair"):
             sets += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
     out = tmp_path / "run"
-    args = ["train", "--method", "con_adv", "--quiet", "--out", str(out), *sets]
+    args = ["train", "--method", "cmco", "--quiet", "--out", str(out), *sets]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "config.json").read_text())
-    assert saved["method"]["name"] == "con_adv"
+    assert saved["method"]["name"] == "cmco"
     for key, value in SWITCHES.items():
         section, name = RECORDED.get(key, tuple(key.split(".")))
         assert saved[section][name] == value, key
