@@ -59,12 +59,15 @@ def run_grid(out: Path, methods: list[str], seeds: int | None) -> None:
     from cmcl.data.build import build_pair_data
     from cmcl.engine import fit
 
-    for pair in EPIC_PAIRS:
-        data = None
-        for method in methods:
-            for seed in seeds_of(method, seeds):
+    # Seed-major order: every method's first seed on every pair comes first, so
+    # that a grid stopped early still gives a complete one-seed table.
+    all_seeds = sorted({s for m in methods for s in seeds_of(m, seeds)})
+    for seed in all_seeds:
+        for pair in EPIC_PAIRS:
+            data = None
+            for method in methods:
                 path = result_path(out, method, pair, seed)
-                if path.exists():
+                if seed not in seeds_of(method, seeds) or path.exists():
                     continue
                 config = RunConfig.from_overrides(
                     {
@@ -75,7 +78,7 @@ def run_grid(out: Path, methods: list[str], seeds: int | None) -> None:
                         "train.dump_features": 0,
                     }
                 )
-                if data is None:  # one PairData per pair, shared by its runs
+                if data is None:  # one PairData per (seed, pair), shared by its runs
                     data = build_pair_data(config)
                 started = time.perf_counter()
                 summary = fit(config, data=data).summary
