@@ -33,7 +33,7 @@ from cmcl.engine.reporting import Reporter, summarise, write_json, write_metrics
 from cmcl.methods.base import ADAPT, WARMUP, Method, StepContext
 from cmcl.methods.registry import build_method
 from cmcl.models.build import build_model
-from cmcl.modules.sync_bn import convert_batchnorm
+from cmcl.modules.sync_bn import average_running_stats, convert_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +93,30 @@ class _Trainer:
         self.info = self.data.info
         model = build_model(config.model, self.info)
         if self.device.type == "cuda" and config.model.backbone == "i3d":
+            # channels-last 3-D convolutions are faster with cuDNN (benchmarks/RESULTS.md).
+            for stream in model.streams.values():
+                stream.backbone.channels_last = True
             model = model.to(memory_format=torch.channels_last_3d)
         method = build_method(model=model, config=config.method, info=self.info)
         if dist.is_distributed() and config.model.sync_bn:
             method = convert_batchnorm(method, device=self.device)
         self.method: Method = method.to(self.device)
         t = config.train
+        # The fused kernel gives the same numbers as the per-parameter loop and is
+        # several times faster on CPU (benchmarks/RESULTS.md).
         self.optimizer = torch.optim.SGD(
-            self.method.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+            self.method.parameters(),
+            lr=t.lr,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            fused=self.device.type in ("cpu", "cuda"),
         )
+        # The fused kernel cannot mix parameters with and without a momentum buffer
+        # (heads first used in the adaptation stage). A zero buffer is equivalent:
+        # the first update gives buf = momentum * 0 + grad = grad, as a missing one does.
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                self.optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda it: lr_factor(it, warmup=t.warmup_steps, lr_step=t.lr_step, gamma=t.lr_gamma),
@@ -189,6 +204,7 @@ class _Trainer:
 
     def run_stage(self, stage: str, steps: int, start: int) -> None:
         if stage == ADAPT and start == 0:
+            self.share_bn_stats()
             self.method.begin_adaptation(self.encode)
             self.method.train()
         self.position = ckpt.Position(stage=stage, steps_done=start, history=self.position.history)
@@ -278,7 +294,13 @@ class _Trainer:
                 "index": batch["index"].to(self.device),
             }
 
+    def share_bn_stats(self) -> None:
+        """Workers' own BN running statistics -> their mean, before the model runs in eval mode."""
+        if not self.config.model.sync_bn:
+            average_running_stats(self.method)
+
     def evaluate(self, stage: str, done: int) -> dict[str, Any]:
+        self.share_bn_stats()
         t = self.config.train
         model = self.method.model
         kwargs = {"batch_size": t.eval_batch, "device": self.device, "autocast": self.autocast}
