@@ -307,6 +307,18 @@ class _Trainer:
                 yield batch["index"].to(self.device), features
         model.train()
 
+    def split_batches(self, split: str):
+        """Every segment of ``split`` on every worker, test windows flattened (Method.evaluation)."""
+        every = torch.arange(self.info.sizes[split])
+        for batch in self.data.eval_batches(
+            split, batch_size=self.config.train.eval_batch, windows="test", indices=every
+        ):
+            yield {
+                "rgb": batch["rgb"].flatten(0, 1).to(self.device, non_blocking=True),
+                "flow": batch["flow"].flatten(0, 1).to(self.device, non_blocking=True),
+                "index": batch["index"].to(self.device),
+            }
+
     def share_bn_stats(self) -> None:
         """Workers' own BN running statistics -> their mean, before the model runs in eval mode."""
         if not self.config.model.sync_bn:
@@ -317,7 +329,10 @@ class _Trainer:
         t = self.config.train
         model = self.method.model
         kwargs = {"batch_size": t.eval_batch, "device": self.device, "autocast": self.autocast}
-        target = predict(model, self.data, "target_test", **kwargs)
+        # Only the target prediction sits inside the method's evaluation hook: what
+        # it may change (AdaBN's re-estimated statistics) belongs to the target.
+        with self.method.evaluation(self.split_batches):
+            target = predict(model, self.data, "target_test", **kwargs)
         metrics: dict[str, Any] = {
             "stage": stage,
             "step": done,

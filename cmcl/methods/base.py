@@ -14,6 +14,7 @@ cmcl/methods/registry.py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -22,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cmcl import dist
 from cmcl.config import MethodConfig
 from cmcl.data.base import DataInfo
+from cmcl.losses._checks import zero_with_graph
 from cmcl.models.two_stream import StreamOutput, TwoStreamModel
 
 WARMUP, ADAPT = "warmup", "adapt"
@@ -31,6 +34,11 @@ WARMUP, ADAPT = "warmup", "adapt"
 Encode = Callable[[str], Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]]
 """``encode(split)`` yields (indices, {"rgb": F, "flow": F}) over this worker's shard of
 ``split`` (centre window, eval mode, no grad); used to initialise banks."""
+
+SplitBatches = Callable[[str], Iterator[dict[str, torch.Tensor]]]
+"""``batches(split)`` yields every segment of ``split`` on every worker (no sharding), all
+its test windows flattened into the batch: ``{"rgb": (N * W, ...), "flow": ..., "index": (N,)}``
+on the training device. Used by :meth:`Method.evaluation` (AdaBN's re-estimation)."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +97,11 @@ class Method(nn.Module):
         weights = {"src_ce": 1.0}
         if ctx.stage == ADAPT:
             extra = self.adaptation_losses(source, target, out_s, ctx)
-            losses.update(extra.losses)
-            weights.update(extra.weights)
-            return StepResult(losses=losses, weights=weights, state=extra.state)
-        return StepResult(losses=losses, weights=weights)
+        else:
+            extra = self.warmup_losses(source, target, out_s, ctx)
+        losses.update(extra.losses)
+        weights.update(extra.weights)
+        return StepResult(losses=losses, weights=weights, state=extra.state)
 
     def adaptation_losses(
         self, source: dict, target: dict | None, out_s: StreamOutput, ctx: StepContext
@@ -100,9 +109,40 @@ class Method(nn.Module):
         """Terms added to the source cross-entropy in the adaptation stage."""
         return StepResult(losses={}, weights={})
 
+    def warmup_losses(
+        self, source: dict, target: dict | None, out_s: StreamOutput, ctx: StepContext
+    ) -> StepResult:
+        """Terms added to the source cross-entropy in the warm-up stage (none by default)."""
+        return StepResult(losses={}, weights={})
+
+    @contextlib.contextmanager
+    def evaluation(self, batches: SplitBatches) -> Iterator[None]:
+        """Wraps every evaluation; whatever it changes must be undone on exit.
+
+        The default does nothing; classic AdaBN re-estimates batch-norm
+        statistics on the target here and restores the training ones afterwards.
+        """
+        yield
+
     def begin_adaptation(self, encode: Encode) -> None:
         """Called once when the adaptation stage starts (not again on resume)."""
 
     @torch.no_grad()
     def after_step(self, result: StepResult, ctx: StepContext) -> None:
         """Called after each optimiser step with the step's result."""
+
+
+def global_mean(losses: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Mean of per-row losses over the rows used by ALL workers, for DDP's gradient average.
+
+    DDP averages gradients over workers, so the local sum is scaled by
+    world / global count; the result is 0 (attached to ``like``'s graph) when
+    no worker used a row. In one process this is ``losses.mean()``.
+
+    Shape:
+        losses: (M,) the local rows used; like: any tensor of the graph; output: scalar
+    """
+    count = dist.all_reduce_sum(torch.tensor(float(losses.numel()), device=losses.device))
+    if count.item() == 0:
+        return zero_with_graph(like)
+    return losses.sum() * dist.world_size() / count

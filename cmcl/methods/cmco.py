@@ -8,7 +8,10 @@
 
 Banks (Eq. 8) hold, per (domain, modality), the projected embedding z for the
 cross-modal term and, for the source domain, the normalised feature f for the
-cross-domain term (or z when the projection head is also used there).
+cross-domain term. Table 7's switches move a term between the two spaces:
+``method.head_in_modality=False`` runs the cross-modal term on f (banks of
+feature_dim columns, the projection head unused), ``method.head_in_domain=True``
+runs the cross-domain term on z.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from cmcl.data.base import DataInfo
 from cmcl.losses import CrossDomainContrastiveLoss, CrossModalContrastiveLoss
 from cmcl.losses._checks import zero_with_graph
 from cmcl.losses.cross_domain import BatchTerms
-from cmcl.methods.base import ADAPT, Encode, Method, StepContext, StepResult
+from cmcl.methods.base import ADAPT, Encode, Method, StepContext, StepResult, global_mean
 from cmcl.models.two_stream import MODALITIES, StreamOutput, TwoStreamModel
 from cmcl.modules import MemoryBank
 
@@ -45,20 +48,28 @@ class CrossModalContrastive(Method):
         super().__init__(model=model, config=config, info=info)
         self.modality_loss = CrossModalContrastiveLoss(tau=config.tau)
         self.domain_loss = CrossDomainContrastiveLoss(tau=config.tau, form=config.cross_domain_form)
-        proj_dim = model.proj_dim
+        dims = {"z": model.proj_dim, "f": model.feature_dim}
+        self.modality_space = "z" if config.head_in_modality else "f"
+        self.domain_space = "z" if config.head_in_domain else "f"
+        self.uses_head = (self.use_modality and config.head_in_modality) or (
+            self.use_domain and config.head_in_domain
+        )
         sizes = {"source": info.sizes["source_train"], "target": info.sizes["target_train"]}
         banks: dict[str, MemoryBank] = {}
         if self.use_modality:
+            space = self.modality_space
             for domain in DOMAINS:
                 for modality in MODALITIES:
-                    banks[f"{domain}_{modality}_z"] = MemoryBank(
-                        sizes[domain], proj_dim, config.delta
+                    banks[f"{domain}_{modality}_{space}"] = MemoryBank(
+                        sizes[domain], dims[space], config.delta
                     )
         if self.use_domain:
-            space, dim = ("z", proj_dim) if config.head_in_domain else ("f", model.feature_dim)
+            space = self.domain_space
             for modality in MODALITIES:
+                # setdefault: with both terms on f the source f banks are shared.
                 banks.setdefault(
-                    f"source_{modality}_{space}", MemoryBank(sizes["source"], dim, config.delta)
+                    f"source_{modality}_{space}",
+                    MemoryBank(sizes["source"], dims[space], config.delta),
                 )
         self.banks = nn.ModuleDict(banks)
         self.register_buffer("source_labels", info.source_labels.clone().long())
@@ -74,7 +85,7 @@ class CrossModalContrastive(Method):
         features = [outputs[d].features[m].float() for d, m in keys]
         for (domain, modality), f in zip(keys, features, strict=True):
             vectors[domain][f"{modality}_f"] = F.normalize(f, dim=1)
-        if self.use_modality or self.config.head_in_domain:
+        if self.uses_head:
             projected = self.model.project(torch.cat(features)).split([len(f) for f in features])
             for (domain, modality), z in zip(keys, projected, strict=True):
                 vectors[domain][f"{modality}_z"] = z
@@ -82,13 +93,16 @@ class CrossModalContrastive(Method):
 
     def _modality_term(self, vectors: dict[str, torch.Tensor], domain: str, index: torch.Tensor):
         per_direction = []
+        space = self.modality_space
         for modality in MODALITIES:
             other = _OTHER[modality]
-            bank = self.banks[f"{domain}_{other}_z"]
-            positive = vectors[f"{other}_z"] if self.config.modality_positive == "batch" else None
+            bank = self.banks[f"{domain}_{other}_{space}"]
+            positive = (
+                vectors[f"{other}_{space}"] if self.config.modality_positive == "batch" else None
+            )
             per_direction.append(
                 self.modality_loss(
-                    vectors[f"{modality}_z"],
+                    vectors[f"{modality}_{space}"],
                     bank.memory,
                     index,
                     positive=positive,
@@ -101,7 +115,7 @@ class CrossModalContrastive(Method):
         probs = torch.softmax(fused.detach().float(), dim=1)
         confidence, pseudo = probs.max(dim=1)
         confident = confidence >= self.config.threshold
-        space = "z" if self.config.head_in_domain else "f"
+        space = self.domain_space
         bank = self.banks[f"source_{modality}_{space}"]
         valid = None if bool(bank.written.all()) else bank.written
         anchors = vectors[f"{modality}_{space}"]
@@ -109,18 +123,20 @@ class CrossModalContrastive(Method):
         if self.config.cross_domain_form == "batch":
             return _global_batch_form(self.domain_loss.batch_terms(*args, valid=valid), anchors)
         result = self.domain_loss.per_anchor(*args, valid=valid)
-        # Mean over the confident anchors of the whole global batch: DDP averages
-        # gradients over workers, so scale the local sum by world / global count.
-        count = dist.all_reduce_sum(result.used.sum().float())
-        if count.item() == 0:
-            return zero_with_graph(anchors)
-        return result.losses.sum() * dist.world_size() / count
+        # Mean over the confident anchors of the whole global batch.
+        return global_mean(result.losses, anchors)
 
     def adaptation_losses(
         self, source: dict, target: dict | None, out_s: StreamOutput, ctx: StepContext
     ) -> StepResult:
         assert target is not None
         out_t = self.model(target["rgb"], target["flow"])
+        return self.contrastive_losses(source, target, out_s, out_t)
+
+    def contrastive_losses(
+        self, source: dict, target: dict, out_s: StreamOutput, out_t: StreamOutput
+    ) -> StepResult:
+        """The contrastive terms given both domains' forward passes (reused by ``con_adv``)."""
         vectors = self._embeddings({"source": out_s, "target": out_t})
         losses, weights = {}, {}
         if self.use_modality:

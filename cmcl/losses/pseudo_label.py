@@ -1,0 +1,74 @@
+"""Self-training on confident target pseudo-labels (the pseudo-labelling baseline, Table 4)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cmcl.losses._checks import check_matrix, zero_with_graph
+
+
+class PseudoLabels(NamedTuple):
+    """Detached pseudo-labels of a batch.
+
+    Shape:
+        label: (N,) argmax of the softmax; confidence: (N,) its max; confident: (N,) bool
+    """
+
+    label: torch.Tensor
+    confidence: torch.Tensor
+    confident: torch.Tensor
+
+
+def confident_pseudo_labels(logits: torch.Tensor, threshold: float) -> PseudoLabels:
+    """``confident = max softmax >= threshold`` (a probability equal to T counts), computed in float32."""
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold T must be in (0, 1], got {threshold}")
+    check_matrix("logits", logits)
+    probs = torch.softmax(logits.detach().float(), dim=1)
+    confidence, label = probs.max(dim=1)
+    return PseudoLabels(label=label, confidence=confidence, confident=confidence >= threshold)
+
+
+class PseudoLabelLosses(NamedTuple):
+    """Cross-entropy of the confident rows and which rows those are."""
+
+    losses: torch.Tensor
+    """(M,) per-row cross-entropy of the confident rows."""
+    used: torch.Tensor
+    """(N,) bool."""
+
+
+class PseudoLabelLoss(nn.Module):
+    """Cross-entropy of logits against their own confident, detached argmax.
+
+    The loss is the mean over rows whose max softmax is >= T, and exactly 0
+    (still attached to the graph) when none is confident.
+
+    Args:
+        threshold: T in (0, 1].
+
+    Shape:
+        logits: (N, C) (the fused target logits); output: scalar
+    """
+
+    def __init__(self, threshold: float = 0.8) -> None:
+        super().__init__()
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold T must be in (0, 1], got {threshold}")
+        self.threshold = float(threshold)
+
+    def per_sample(self, logits: torch.Tensor) -> PseudoLabelLosses:
+        pseudo = confident_pseudo_labels(logits, self.threshold)
+        used = pseudo.confident
+        losses = F.cross_entropy(logits[used].float(), pseudo.label[used], reduction="none")
+        return PseudoLabelLosses(losses=losses, used=used)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        result = self.per_sample(logits)
+        if result.losses.numel() == 0:
+            return zero_with_graph(logits)
+        return result.losses.mean()
