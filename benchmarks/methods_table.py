@@ -9,8 +9,8 @@ interrupted grid continues where it stopped.
     python benchmarks/methods_table.py run [--out .cache/methods_table] [--methods a,b] [--jobs 2]
     python benchmarks/methods_table.py table [--out .cache/methods_table]
 
-Seeds: 0, 1, 2 for source_only, mm_sada and cmco; 0 for the other methods
-(``--seeds N`` gives every method N seeds).
+Seeds: 0, 1, 2 for source_only, mm_sada and the three cmco variants (issues 2 and 3); 0 for
+the other methods (``--seeds N`` gives every method N seeds).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ ORDER = (
     "adv_adv",
     "con_adv",
 )
-THREE_SEEDS = ("source_only", "mm_sada", "cmco")
+THREE_SEEDS = ("source_only", "mm_sada", "cmco", "cmco_modality", "cmco_domain")
 KEPT = ("target_acc", "target_acc_rgb", "target_acc_flow", "source_val_acc", "wall_s", "steps")
 
 
