@@ -126,11 +126,7 @@ class StudyCallback(Callback):
         from cmcl.ray.trial import describe_error
 
         record = self._record(trial)
-        error = None
-        try:
-            error = trial.get_pickled_error() or trial.get_error()
-        except Exception:  # an unreadable error file must not stop the study
-            error = None
+        error = _trial_error(trial)
         reason = describe_error(error) if error is not None else "failed (no error recorded)"
         record.update(state="errored", reason=reason)
         self._save(record)
@@ -179,6 +175,19 @@ class StudyCallback(Callback):
             shown = ", ".join(f"{p} {v:.1f}" for p, v in per_pair.items())
             line += f"; best {spec.metric_label} per pair: {shown}"
         return line
+
+
+def _trial_error(trial) -> BaseException | None:
+    """The trial's exception: from its local error file (storage gets a copy only later)."""
+    import ray.cloudpickle as pickle
+
+    try:
+        local = trial.pickled_error_file
+        if local and Path(local).exists():
+            return pickle.loads(Path(local).read_bytes())
+        return trial.get_pickled_error()
+    except Exception:  # an unreadable error file must not stop the study
+        return None
 
 
 def _number(value: Any) -> float | None:

@@ -12,7 +12,11 @@ Changes to ``ray.tune.search.optuna.OptunaSearch`` (Ray 2.60):
 * on restore the journal is re-opened at the study directory's current place,
   and trials the journal holds as RUNNING that Tune's (older) snapshot does not
   know (asked just before a crash) are handed to the next trials Tune asks
-  for, so no trial is lost or duplicated and the study keeps its size.
+  for, so no trial is lost or duplicated and the study keeps its size. The
+  sampler is then re-seeded (from the OS): with the snapshot's random state it
+  would propose again the points it drew between the snapshot and the crash.
+  A study resumed after a crash is therefore not bit-reproducible; one that
+  was never interrupted is.
 """
 
 from __future__ import annotations
@@ -120,6 +124,12 @@ class StudyOptunaSearch(OptunaSearch):
             tid: optuna.trial.Trial(self._ot_study, trial._trial_id)
             for tid, trial in self._ot_trials.items()
         }
+        # Rounds reported after Tune's snapshot are in the journal only.
+        frozen = self._ot_study.get_trials(deepcopy=False)
+        self._reported_rounds = {
+            tid: max(frozen[trial.number].intermediate_values, default=0)
+            for tid, trial in self._ot_trials.items()
+        }
         known = {trial._trial_id for trial in self._ot_trials.values()}
         self._orphans = [
             t.number
@@ -128,3 +138,7 @@ class StudyOptunaSearch(OptunaSearch):
         ]
         if self._orphans:
             log.info("Optuna trials asked before the crash, to be continued: %s", self._orphans)
+        if len(frozen) > len(self._ot_trials):
+            # The sampler's random state is the snapshot's: it would replay the draws
+            # made between the snapshot and the crash, i.e. propose those points again.
+            self._sampler.reseed_rng()

@@ -69,8 +69,9 @@ def _quiet(verbose: bool) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Tune logs each failed trial's traceback; the study prints its one-line reason.
         for name in ("ray.tune", "ray.train", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _trainable(spec: StudySpec, study: Path, meta: dict[str, Any]):
