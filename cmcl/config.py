@@ -66,6 +66,8 @@ class DataConfig:
     loader_workers: int = 2
     rgb_template: str | None = None
     flow_template: str | None = None
+    crop_size: int = 224
+    """Video mode: side of the square clips (224 in the paper; smaller for tests)."""
 
     def __post_init__(self) -> None:
         from cmcl.data.benchmarks import get_benchmark
@@ -75,6 +77,7 @@ class DataConfig:
         _choice("data.sampling", self.sampling, ("independent", "synchronised"))
         _positive("data.test_windows", self.test_windows)
         _positive("data.loader_workers", self.loader_workers, allow_zero=True)
+        _positive("data.crop_size", self.crop_size)
 
 
 @dataclass(frozen=True)

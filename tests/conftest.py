@@ -75,3 +75,22 @@ def tiny_overrides(store: Path, **extra) -> dict:
         "train.eval_last_k": 3,
         **extra,
     }
+
+
+# -- video mode (tests/data): one tiny synthetic EPIC video tree per session --------------
+TINY_VIDEOS = {
+    "height": 32,
+    "width": 32,
+    "train_per_class": 1,
+    "test_per_class": 1,
+    "segment_frames": (10, 40),
+    "seed": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_videos(tmp_path_factory):
+    """Frames + split pickles in the MM-SADA layout; read-only (damage a copy)."""
+    from cmcl.data.synth_video import write_synthetic_videos
+
+    return write_synthetic_videos(tmp_path_factory.mktemp("tiny_videos"), **TINY_VIDEOS)

@@ -1,8 +1,9 @@
 """The end-of-run feature dump: a bounded, seeded sample for t-SNE and retrieval plots.
 
 Rows of ``features.parquet`` (schema in docs/results-format.md): for a sample
-of source training segments and target test segments (centre window), the
-feature F^k and the projection h(F^k) of each modality, with the label.
+of source training segments and target test segments, the feature F^k as at
+test time (eval mode, averaged over the test windows) and its projection
+h(F^k), per modality, with the label.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from cmcl.data.base import PairData
 from cmcl.models.two_stream import MODALITIES, TwoStreamModel
 
-SAMPLES = (("source", "source_train"), ("target", "target_test"))
+SAMPLES = (("source", "source_train", "train"), ("target", "target_test", "test"))
 
 
 @torch.no_grad()
@@ -37,22 +38,24 @@ def dump_features(
     columns: dict[str, list] = {
         k: [] for k in ("domain", "split", "segment_index", "label", "modality", "space", "vector")
     }
-    for domain, split in SAMPLES:
+    for domain, split, split_name in SAMPLES:
         size = data.info.sizes[split]
         generator = torch.Generator().manual_seed(seed)
         chosen = torch.randperm(size, generator=generator)[: min(per_domain, size)].sort().values
-        for batch in data.eval_batches(split, batch_size=256, windows="centre", indices=chosen):
+        for batch in data.eval_batches(split, batch_size=64, windows="test", indices=chosen):
+            rgb, flow = batch["rgb"].to(device), batch["flow"].to(device)
+            n, w = rgb.shape[:2]
             with autocast:
-                out = model(batch["rgb"].to(device), batch["flow"].to(device))
+                out = model(rgb.flatten(0, 1), flow.flatten(0, 1))
             labels = batch["label"].tolist()
             for modality in MODALITIES:
-                features = out.features[modality].float()
+                features = out.features[modality].float().view(n, w, -1).mean(dim=1)
                 spaces = {"feature": features, "projection": model.project(features).float()}
                 for space, vectors in spaces.items():
                     rows = zip(batch["index"].tolist(), labels, vectors.cpu().numpy(), strict=True)
                     for index, label, vector in rows:
                         columns["domain"].append(domain)
-                        columns["split"].append(split)
+                        columns["split"].append(split_name)
                         columns["segment_index"].append(index)
                         columns["label"].append(label)
                         columns["modality"].append(modality)

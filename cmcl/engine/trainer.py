@@ -93,6 +93,9 @@ class _Trainer:
         self.info = self.data.info
         model = build_model(config.model, self.info)
         if self.device.type == "cuda" and config.model.backbone == "i3d":
+            # channels-last 3-D convolutions are faster with cuDNN (benchmarks/RESULTS.md).
+            for stream in model.streams.values():
+                stream.backbone.channels_last = True
             model = model.to(memory_format=torch.channels_last_3d)
         method = build_method(model=model, config=config.method, info=self.info)
         if dist.is_distributed() and config.model.sync_bn:

@@ -1,0 +1,1 @@
+"""The `cmcl` subcommands, one module per group (registered in cmcl/cli.py)."""

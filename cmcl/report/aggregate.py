@@ -1,0 +1,232 @@
+"""From evaluations to numbers: per-run accuracy under a rule, seed statistics,
+configurations, and bootstrap intervals for means over pairs.
+
+Rules (per run, over the adaptation-stage evaluations; a run with none uses its
+last stage):
+
+- ``last9``: mean of the last k evaluations, k = ``cfg.train.eval_last_k``
+  (9 unless the run says otherwise): the paper's protocol.
+- ``best``: the evaluation with the highest fused target accuracy; RGB and
+  flow are read at that same evaluation. An oracle: it picks with target labels.
+- ``final``: the last evaluation.
+
+The selection metrics (``source_val_acc``, ``target_entropy``, ``snd``) of a
+run are averaged over the same last k evaluations (``last9`` and ``best``) or
+read at the last one (``final``), so a rule never lets the oracle pick them.
+
+Bootstrap (:func:`bootstrap_mean_over_pairs`): percentile interval of the mean
+over pairs of per-pair seed means, resampling seeds with replacement within
+each pair independently (10 000 resamples, numpy ``default_rng(0)``); pairs are
+fixed, not resampled, because the paper's mean is over a fixed set of pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RULES: dict[str, str] = {
+    "last9": "mean of the last k={k} adaptation-stage evaluations of each run (the paper's protocol)",
+    "best": "best adaptation-stage evaluation of each run (ORACLE: chosen with target labels)",
+    "final": "last evaluation of each run",
+}
+METRICS: dict[str, str] = {
+    "target_acc": "max",
+    "source_val_acc": "max",
+    "target_entropy": "min",
+    "snd": "max",
+}
+METRIC_TEXT: dict[str, str] = {
+    "target_acc": "target_acc (ORACLE: uses target labels)",
+    "source_val_acc": "source_val_acc (held-out source accuracy, max)",
+    "target_entropy": "target_entropy (mean target prediction entropy, min)",
+    "snd": "snd (soft neighbourhood density, max)",
+}
+ACCURACIES = ("target_acc", "target_acc_rgb", "target_acc_flow")
+DEFAULT_LAST_K = 9
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+
+# Settings that do not change what a run computes, or that name the run itself.
+NOT_CONFIGURATION = {
+    "cfg.data.benchmark",
+    "cfg.data.pair",
+    "cfg.method.name",
+    "cfg.train.seed",
+    "cfg.data.root",
+    "cfg.data.splits",
+    "cfg.data.features",
+    "cfg.data.rgb_template",
+    "cfg.data.flow_template",
+    "cfg.data.loader_workers",
+    "cfg.train.device",
+    "cfg.train.eval_batch",
+    "cfg.train.checkpoint_every",
+    "cfg.train.keep_checkpoints",
+    "cfg.train.dump_features",
+    "cfg.out",
+    "cfg.resume",
+}
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+    return rule
+
+
+def rule_text(rule: str, ks: Sequence[int] = (DEFAULT_LAST_K,)) -> str:
+    """One line naming the rule and, for last9, the k the runs used."""
+    k = ", ".join(str(v) for v in sorted(set(ks))) or str(DEFAULT_LAST_K)
+    return f"{rule}: " + RULES[check_rule(rule)].format(k=k)
+
+
+def metric_text(metric: str | None) -> str:
+    return METRIC_TEXT.get(metric or "target_acc", f"{metric} (unknown direction: max)")
+
+
+def run_accuracy(evals: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """One row per ``run_key``: accuracies under ``rule``, ``k``, ``n_used`` and the metrics."""
+    check_rule(rule)
+    rows = []
+    for run_key, group in evals.groupby("run_key", sort=True):
+        adapt = group[group["stage"] == "adapt"]
+        if adapt.empty:
+            adapt = group[group["stage"] == group["stage"].iloc[-1]]
+        k = _last_k(adapt)
+        tail = adapt.tail(k)
+        if rule == "last9":
+            chosen = tail
+        elif rule == "final":
+            chosen = adapt.tail(1)
+        else:
+            chosen = adapt.loc[[adapt["target_acc"].astype(float).idxmax()]]
+        row: dict[str, Any] = {"run_key": run_key, "k": k, "n_used": len(chosen)}
+        for column in ACCURACIES:
+            row[column] = _mean(chosen, column)
+        window = adapt.tail(1) if rule == "final" else tail
+        for column in METRICS:
+            if column != "target_acc":
+                row[column] = _mean(window, column)
+        row["step"] = int(chosen["step"].iloc[-1])
+        rows.append(row)
+    columns = ["run_key", "k", "n_used", *ACCURACIES, *list(METRICS)[1:], "step"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _last_k(adapt: pd.DataFrame) -> int:
+    if "cfg.train.eval_last_k" in adapt and pd.notna(adapt["cfg.train.eval_last_k"].iloc[0]):
+        return int(adapt["cfg.train.eval_last_k"].iloc[0])
+    return DEFAULT_LAST_K
+
+
+def _mean(frame: pd.DataFrame, column: str) -> float:
+    if column not in frame:
+        return float("nan")
+    values = pd.to_numeric(frame[column], errors="coerce")
+    return float(values.mean()) if values.notna().any() else float("nan")
+
+
+@dataclass(frozen=True)
+class SeedStat:
+    """Mean, sample standard deviation (ddof=1; NaN for one seed) and count."""
+
+    mean: float
+    std: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float] | np.ndarray) -> SeedStat:
+        array = np.asarray([v for v in values if not _isnan(v)], dtype=float)
+        if array.size == 0:
+            return cls(float("nan"), float("nan"), 0)
+        std = float(array.std(ddof=1)) if array.size > 1 else float("nan")
+        return cls(float(array.mean()), std, int(array.size))
+
+
+def _isnan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def bootstrap_mean_over_pairs(
+    samples: Sequence[np.ndarray],
+    *,
+    minus: Sequence[np.ndarray] | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile CI of mean over pairs of per-pair seed means (minus the same of ``minus``).
+
+    ``samples[p]`` holds the per-seed accuracies of pair p; with ``minus``
+    (same pairs, e.g. source-only), the statistic is the gain, each side's
+    seeds resampled independently.
+    """
+    if not samples:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    total = np.zeros(resamples)
+    sides = [(samples, 1.0)] + ([(minus, -1.0)] if minus is not None else [])
+    for side, sign in sides:
+        for values in side:
+            values = np.asarray(values, dtype=float)
+            draws = rng.integers(0, values.size, size=(resamples, values.size))
+            total += sign * values[draws].mean(axis=1)
+    statistic = total / len(samples)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(statistic, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def normalise_value(value: Any) -> Any:
+    """A hashable, comparable form of a setting (floats rounded, NaN -> None)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return round(float(value), 9)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return str(value)
+
+
+def configuration_columns(runs: pd.DataFrame) -> list[str]:
+    return sorted(c for c in runs.columns if c.startswith("cfg.") and c not in NOT_CONFIGURATION)
+
+
+def with_configuration(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` plus ``config`` (the settings that define a configuration, as JSON) and
+    ``shared_config`` (the same without ``cfg.method.*``: what a source-only baseline must share)."""
+    columns = configuration_columns(runs)
+    shared = [c for c in columns if not c.startswith("cfg.method.")]
+    records = runs.to_dict("records")
+    return runs.assign(
+        config=[_key(row, columns) for row in records],
+        shared_config=[_key(row, shared) for row in records],
+    )
+
+
+def _key(row: dict[str, Any], columns: list[str]) -> str:
+    return json.dumps({c: normalise_value(row[c]) for c in columns}, sort_keys=True)
+
+
+def varied_settings(runs: pd.DataFrame) -> list[str]:
+    """Configuration columns that take more than one value among ``runs``."""
+    return [
+        c for c in configuration_columns(runs) if len({normalise_value(v) for v in runs[c]}) > 1
+    ]
+
+
+def matches(value: Any, wanted: Any) -> bool:
+    """Setting equality with float tolerance (lambda 1.25 stored as 1.2500000001 matches)."""
+    a, b = normalise_value(value), normalise_value(wanted)
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b

@@ -1,0 +1,123 @@
+"""What each selection criterion would pick, and the accuracy lost without target labels.
+
+Two choices are compared, per study, benchmark, pair and method:
+
+- configuration: among the configurations of the group (a grid or an HPO
+  study), the one each criterion ranks best, with every configuration scored
+  by the mean over its seeds of the per-run value under the report's rule;
+- checkpoint: within each run, the adaptation-stage evaluation each criterion
+  ranks best; the numbers are means over the group's runs.
+
+The oracle criterion is ``target_acc`` (uses target labels). ``lost`` is the
+oracle's target accuracy minus the criterion's pick's, so it is >= 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from cmcl.report.aggregate import METRICS, normalise_value, varied_settings
+from cmcl.report.choose import short_name
+from cmcl.report.paper import pair_label
+
+CRITERIA = ("source_val_acc", "target_entropy", "snd")
+KEYS = ["study", "benchmark", "pair", "method"]
+
+
+def _best_index(values: pd.Series, metric: str) -> Any:
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.isna().all():
+        return None
+    return numeric.idxmin() if METRICS[metric] == "min" else numeric.idxmax()
+
+
+def configuration_picks(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group with more than one configuration (runs: finished, with ``config``)."""
+    records = []
+    for key, group in runs.groupby(KEYS, sort=True):
+        if group["config"].nunique() < 2:
+            continue
+        varied = varied_settings(group)
+        scores = group.groupby("config").agg(
+            {"target_acc": "mean", **{m: "mean" for m in CRITERIA if m in group}}
+        )
+        oracle = _best_index(scores["target_acc"], "target_acc")
+        record: dict[str, Any] = dict(zip(KEYS, key, strict=True))
+        record["configurations"] = len(scores)
+        record["oracle_acc"] = scores.loc[oracle, "target_acc"]
+        record["oracle_pick"] = _settings(group, oracle, varied)
+        for metric in CRITERIA:
+            pick = _best_index(scores[metric], metric) if metric in scores else None
+            acc = scores.loc[pick, "target_acc"] if pick is not None else math.nan
+            record[f"{metric}_acc"] = acc
+            record[f"{metric}_lost"] = record["oracle_acc"] - acc
+            record[f"{metric}_pick"] = _settings(group, pick, varied) if pick is not None else ""
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _settings(group: pd.DataFrame, config: str, varied: list[str]) -> str:
+    first = group[group["config"] == config].iloc[0]
+    return ", ".join(f"{short_name(c)}={normalise_value(first[c])}" for c in varied)
+
+
+def checkpoint_picks(evals: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: mean over runs of the oracle's and each criterion's checkpoint accuracy."""
+    adapt = evals[(evals["stage"] == "adapt") & evals["run_key"].isin(runs["run_key"])]
+    per_run = []
+    for run_key, rows in adapt.groupby("run_key", sort=True):
+        accuracy = pd.to_numeric(rows["target_acc"], errors="coerce")
+        record: dict[str, Any] = {"run_key": run_key, "oracle_acc": accuracy.max()}
+        for metric in CRITERIA:
+            pick = _best_index(rows[metric], metric) if metric in rows else None
+            record[f"{metric}_acc"] = accuracy.loc[pick] if pick is not None else math.nan
+        per_run.append(record)
+    if not per_run:
+        return pd.DataFrame()
+    merged = pd.DataFrame(per_run).merge(runs[["run_key", *KEYS]], on="run_key")
+    columns = ["oracle_acc", *(f"{m}_acc" for m in CRITERIA)]
+    table = merged.groupby(KEYS, sort=True)[columns].mean().reset_index()
+    table.insert(len(KEYS), "runs", merged.groupby(KEYS, sort=True).size().to_numpy())
+    for metric in CRITERIA:
+        table[f"{metric}_lost"] = table["oracle_acc"] - table[f"{metric}_acc"]
+    return table
+
+
+def _pick_text(acc: float, lost: float, settings: str = "") -> str:
+    if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+        return "— (not logged)"
+    detail = f"lost {lost:.1f}" + (f"; {settings}" if settings else "")
+    return f"{acc:.1f} ({detail})"
+
+
+def display_rows(table: pd.DataFrame, *, with_settings: bool) -> tuple[list[str], list[list[str]]]:
+    """Headers and display strings for a picks table."""
+    headers = ["Study", "Benchmark", "Pair", "Method"]
+    headers += ["Configs" if with_settings else "Runs", "Oracle (target_acc)"]
+    headers += [f"{m} pick" for m in CRITERIA]
+    rows = []
+    for record in table.to_dict("records"):
+        oracle = f"{record['oracle_acc']:.1f}"
+        if with_settings:
+            oracle += f" ({record['oracle_pick']})"
+        row = [
+            record["study"],
+            record["benchmark"],
+            pair_label(record["pair"]),
+            record["method"],
+            str(record["configurations" if with_settings else "runs"]),
+            oracle,
+        ]
+        for metric in CRITERIA:
+            settings = record.get(f"{metric}_pick", "") if with_settings else ""
+            row.append(_pick_text(record[f"{metric}_acc"], record[f"{metric}_lost"], settings))
+        rows.append(row)
+    if len(table) > 1:
+        mean = ["mean over the rows above", "", "", "", "", f"{table['oracle_acc'].mean():.1f}"]
+        for metric in CRITERIA:
+            mean.append(_pick_text(table[f"{metric}_acc"].mean(), table[f"{metric}_lost"].mean()))
+        rows.append(mean)
+    return headers, rows
