@@ -82,7 +82,7 @@ def _trainable(spec: StudySpec, study: Path, meta: dict[str, Any]):
     context = {
         "spec": spec.to_dict(),
         "study_dir": str(study),
-        "data_options": meta.get("data_options", {}),
+        "run_overrides": meta.get("run_overrides", {}),
         "parallel_runs": meta["resolved"]["parallel_runs"],
     }
     trainable = tune.with_parameters(study_trial, context=context)
@@ -129,7 +129,7 @@ def _scheduler(spec: StudySpec, meta: dict[str, Any]):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    evals = adaptation_evaluations(spec, meta.get("data_options"))
+    evals = adaptation_evaluations(spec, meta.get("run_overrides"))
     grace = spec.scheduler.grace_period or max(1, evals // 8)
     meta["resolved"]["asha"] = {"grace_period": grace, "max_t": evals + 1}
     # max_t above the last evaluation: the final report (the value) must not be cut.

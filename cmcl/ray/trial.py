@@ -56,14 +56,14 @@ def study_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     Args:
         config: the trial's parameters (a grid point or the Optuna sample).
         context: ``spec`` (the study file as a dict), ``study_dir``,
-            ``data_options`` (per-benchmark data locations), ``parallel_runs``.
+            ``run_overrides`` (per-benchmark command-line settings), ``parallel_runs``.
     """
     spec = parse_spec(context["spec"], source="spec.yaml")
     study_dir = Path(context["study_dir"])
     trial_id = tune.get_context().get_trial_id()
     plan = trial_plan(spec, config)
     jobs = trial_jobs(
-        spec, plan, trial_id=trial_id, study_dir=study_dir, data_options=context["data_options"]
+        spec, plan, trial_id=trial_id, study_dir=study_dir, overrides=context["run_overrides"]
     )
     schedule = evaluation_schedule(RunConfig.from_dict(jobs[0].config).train)
     progress = TrialProgress(

@@ -16,7 +16,7 @@ from typing import Any
 from cmcl import __version__
 from cmcl.study._build import grid_trial_count
 from cmcl.study.naming import SPEC_FILE, STUDY_FILE, study_dir
-from cmcl.study.plan import DataOptions, RunKey, evaluation_schedule, grid_points, run_config
+from cmcl.study.plan import RunKey, RunOverrides, evaluation_schedule, grid_points, run_config
 from cmcl.study.plan import trial_plan as _trial_plan
 from cmcl.study.records import read_study, write_json
 from cmcl.study.spec import StudySpec, load_spec
@@ -50,27 +50,30 @@ def create_study_dir(
     spec: StudySpec,
     *,
     storage: str | Path,
-    data_options: DataOptions | None = None,
+    overrides: RunOverrides | None = None,
     source: str | None = None,
     synthetic: bool = False,
 ) -> Path:
     """Make ``<storage>/<spec.name>`` with spec.yaml and study.json.
+
+    Args:
+        overrides: per-benchmark command-line settings (:func:`command_line_overrides`).
 
     Raises:
         StudyExistsError: the directory already holds a study (the same one:
             resume it; another one: choose another storage or name).
     """
     path = study_dir(storage, spec.name)
-    options = {k: dict(v) for k, v in (data_options or {}).items()}
+    options = {k: dict(v) for k, v in (overrides or {}).items()}
     if (path / STUDY_FILE).exists() or (path / SPEC_FILE).exists():
         old_spec, old_meta = load_study_dir(path)
-        if old_spec == spec and old_meta.get("data_options", {}) == options:
+        if old_spec == spec and old_meta.get("run_overrides", {}) == options:
             raise StudyExistsError(
                 f"{path} already holds this study; continue it with `cmcl study resume {path}`"
             )
         differ = sorted(k for k, v in spec.to_dict().items() if old_spec.to_dict().get(k) != v)
-        if old_meta.get("data_options", {}) != options:
-            differ.append("data locations (--root/--features)")
+        if old_meta.get("run_overrides", {}) != options:
+            differ.append("command-line settings (--root/--features/--splits/--set)")
         raise StudyExistsError(
             f"{path} holds a different study named {spec.name!r} (differs in: "
             f"{', '.join(differ)}); choose another --storage or rename the study"
@@ -95,7 +98,7 @@ def create_study_dir(
         "trials": expected_trials(spec),
         "seeds": list(spec.seeds),
         "tables": list(spec.tables),
-        "data_options": options,
+        "run_overrides": options,
     }
     write_json(path / STUDY_FILE, meta)
     return path
@@ -151,7 +154,7 @@ def plan_resources(
     }
 
 
-def adaptation_evaluations(spec: StudySpec, data_options: DataOptions | None = None) -> int:
+def adaptation_evaluations(spec: StudySpec, overrides: RunOverrides | None = None) -> int:
     """The most adaptation-stage evaluations any trial makes (ASHA's time axis)."""
     most = 0
     points = (
@@ -162,42 +165,48 @@ def adaptation_evaluations(spec: StudySpec, data_options: DataOptions | None = N
     for point in points:
         plan = _trial_plan(spec, point if "method" not in point else {"point": point})
         benchmark, pair = plan.pairs[0]
-        config = run_config(
-            spec, plan, RunKey(benchmark, pair, spec.seeds[0]), data_options=data_options
-        )
+        config = run_config(spec, plan, RunKey(benchmark, pair, spec.seeds[0]), overrides=overrides)
         most = max(most, sum(1 for s, _ in evaluation_schedule(config.train) if s == "adapt"))
     return most
 
 
-def data_options(
-    benchmarks: tuple[str, ...],
+def command_line_overrides(
+    spec: StudySpec,
     *,
     root: tuple[str, ...] = (),
     features: tuple[str, ...] = (),
     splits: tuple[str, ...] = (),
-) -> dict[str, dict[str, str]]:
-    """Per-benchmark data locations from ``--root/--features/--splits`` values.
+    assignments: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per-benchmark settings from ``--root/--features/--splits`` and ``--set``.
 
-    Each value is ``DIR`` (every benchmark of the study) or ``BENCHMARK=DIR``;
-    paths become absolute (trials run in other working directories).
+    A data location is ``DIR`` (every benchmark of the study) or
+    ``BENCHMARK=DIR`` (a real benchmark's name also addresses its synthetic
+    twin); paths become absolute, because trials run in other working
+    directories. ``--root`` selects video mode (``model.backbone: i3d``).
+    ``assignments`` (``--set KEY=VALUE``) apply to every benchmark; a key the
+    study searches or controls is an error. Every benchmark's result is
+    checked by building a RunConfig.
     """
-    from cmcl.study.spec import SYNTHETIC_TWIN
+    from cmcl.config import RunConfig
+    from cmcl.study._parse import Reader, canonical_key
+    from cmcl.study.spec import SYNTHETIC_TWIN, StudySpecError
 
-    options: dict[str, dict[str, str]] = {}
+    benchmarks = spec.benchmarks
+    overrides: dict[str, dict[str, Any]] = {b: {} for b in benchmarks}
     for key, values in (("data.root", root), ("data.features", features), ("data.splits", splits)):
         for value in values:
             name, sep, directory = value.partition("=")
             targets = benchmarks
             if sep:
-                name = name.strip()
-                targets = tuple(
-                    b
-                    for b in benchmarks
-                    if name in (b, *(k for k, v in SYNTHETIC_TWIN.items() if v == b))
-                )
+                aliases = {
+                    b: {b, *(k for k, v in SYNTHETIC_TWIN.items() if v == b)} for b in benchmarks
+                }
+                targets = tuple(b for b in benchmarks if name.strip() in aliases[b])
                 if not targets:
                     raise ValueError(
-                        f"{value!r}: {name!r} is not a benchmark of this study ({', '.join(benchmarks)})"
+                        f"{value!r}: {name.strip()!r} is not a benchmark of this study "
+                        f"({', '.join(benchmarks)})"
                     )
             else:
                 directory = value
@@ -205,5 +214,28 @@ def data_options(
             if not path.is_dir():
                 raise ValueError(f"{key.split('.')[1]} directory {directory} does not exist")
             for benchmark in targets:
-                options.setdefault(benchmark, {})[key] = str(path)
-    return options
+                overrides[benchmark][key] = str(path)
+                if key == "data.root":
+                    overrides[benchmark]["model.backbone"] = "i3d"
+    reader = Reader(dict(assignments or {}), source="--set", path="")
+    searched = {p.key for p in spec.search}
+    for key, value in (assignments or {}).items():
+        dotted = canonical_key(reader, key)
+        if dotted in searched:
+            raise StudySpecError(
+                f"--set {key}: {dotted} is searched by the study; it cannot be fixed"
+            )
+        for benchmark in benchmarks:
+            overrides[benchmark][dotted] = value
+    overrides = {b: o for b, o in overrides.items() if o}
+    for benchmark, settings in overrides.items():
+        pair = next(p for b, p in spec.pairs if b == benchmark)
+        try:
+            RunConfig.from_overrides(
+                {**dict(spec.settings), **settings, "data.benchmark": benchmark, "data.pair": pair}
+            )
+        except (KeyError, ValueError) as error:
+            raise ValueError(
+                f"command-line settings for {benchmark}: {str(error).strip(chr(34))}"
+            ) from None
+    return overrides

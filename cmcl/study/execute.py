@@ -18,7 +18,7 @@ from typing import Any
 from cmcl.config import RunConfig
 from cmcl.engine.reporting import Reporter
 from cmcl.study.naming import results_file, run_dir, run_id
-from cmcl.study.plan import DataOptions, TrialPlan, run_config
+from cmcl.study.plan import RunOverrides, TrialPlan, run_config
 from cmcl.study.records import write_run_results
 from cmcl.study.spec import METRICS, StudySpec
 
@@ -58,15 +58,13 @@ def trial_jobs(
     *,
     trial_id: str,
     study_dir: Path,
-    data_options: DataOptions | None = None,
+    overrides: RunOverrides | None = None,
 ) -> list[RunJob]:
     """The runs of one trial, in :meth:`TrialPlan.runs` order."""
     jobs = []
     for run in plan.runs():
         rid = run_id(trial_id, run.pair, run.seed)
-        config = run_config(
-            spec, plan, run, data_options=data_options, out=str(run_dir(study_dir, rid))
-        )
+        config = run_config(spec, plan, run, overrides=overrides, out=str(run_dir(study_dir, rid)))
         jobs.append(
             RunJob(
                 study=spec.name,

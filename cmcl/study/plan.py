@@ -6,7 +6,7 @@ sampled values of the searched keys. :func:`trial_plan` turns either into a
 :class:`TrialPlan`; :func:`run_config` builds one run of it. Settings apply in
 this order, later ones winning: benchmark defaults, ``settings``, the
 variant's settings, the searched values, the run's benchmark/pair/method/seed,
-and the data locations given on the command line (``--root``, ``--features``).
+and the settings given on the command line (``--root``, ``--features``, ``--set``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 from cmcl.config import RunConfig, TrainConfig
 from cmcl.study.spec import StudySpec
 
-DataOptions = Mapping[str, Mapping[str, Any]]
-"""benchmark -> settings such as ``{"data.features": "/abs/store"}`` applied to its runs."""
+RunOverrides = Mapping[str, Mapping[str, Any]]
+"""benchmark -> command-line settings (``--features``, ``--set``...) applied to its runs."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,12 @@ def run_config(
     plan: TrialPlan,
     run: RunKey,
     *,
-    data_options: DataOptions | None = None,
+    overrides: RunOverrides | None = None,
     out: str | None = None,
 ) -> RunConfig:
     """The RunConfig of one run of a trial (see the module docstring for the order)."""
     variant = spec.variant(plan.variant)
-    overrides: dict[str, Any] = {
+    settings: dict[str, Any] = {
         **dict(spec.settings),
         **(dict(variant.settings) if variant else {}),
         **dict(plan.params),
@@ -123,11 +123,11 @@ def run_config(
         "data.pair": run.pair,
         "method.name": plan.method,
         "train.seed": run.seed,
-        **dict((data_options or {}).get(run.benchmark, {})),
+        **dict((overrides or {}).get(run.benchmark, {})),
     }
     if out is not None:
-        overrides["out"] = out
-    return RunConfig.from_overrides(overrides)
+        settings["out"] = out
+    return RunConfig.from_overrides(settings)
 
 
 def evaluation_schedule(train: TrainConfig) -> list[tuple[str, int]]:

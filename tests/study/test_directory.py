@@ -10,8 +10,8 @@ from cmcl.study.directory import (
     MEMORY_BUNDLE,
     StudyExistsError,
     adaptation_evaluations,
+    command_line_overrides,
     create_study_dir,
-    data_options,
     load_study_dir,
     plan_resources,
 )
@@ -48,22 +48,40 @@ def test_create_writes_spec_and_meta_and_refuses_to_overwrite(tmp_path):
         create_study_dir(spec_of(tables=["table3_epic"], metric="snd", seeds=2), storage=tmp_path)
 
 
-def test_data_options(tmp_path):
+def test_command_line_overrides(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    both = ("epic", "ucf-hmdb")
-    options = data_options(both, features=(str(tmp_path / "a"), f"ucf-hmdb={tmp_path / 'b'}"))
-    assert options == {
-        "epic": {"data.features": str(tmp_path / "a")},
-        "ucf-hmdb": {"data.features": str(tmp_path / "b")},
+    both = parse_spec(
+        {
+            "name": "x",
+            "benchmark": ["epic", "ucf-hmdb"],
+            "pairs": ["D2-D1", "U-H"],
+            "methods": ["cmco"],
+            "search": {"lambda": [1.0]},
+        }
+    )
+    overrides = command_line_overrides(
+        both,
+        features=(str(tmp_path / "a"), f"ucf-hmdb={tmp_path / 'b'}"),
+        assignments={"T": 0.9},
+    )
+    assert overrides == {
+        "epic": {"data.features": str(tmp_path / "a"), "method.threshold": 0.9},
+        "ucf-hmdb": {"data.features": str(tmp_path / "b"), "method.threshold": 0.9},
     }
-    # A real benchmark's name also addresses its synthetic twin (--synthetic).
-    twin = data_options(("synthetic-epic",), root=(f"epic={tmp_path / 'a'}",))
-    assert twin == {"synthetic-epic": {"data.root": str(tmp_path / "a")}}
+    # A real benchmark's name also addresses its synthetic twin; --root means video mode.
+    twin = command_line_overrides(both.on_synthetic(), root=(f"epic={tmp_path / 'a'}",))
+    assert twin == {"synthetic-epic": {"data.root": str(tmp_path / "a"), "model.backbone": "i3d"}}
     with pytest.raises(ValueError, match="'kinetics' is not a benchmark of this study"):
-        data_options(both, features=(f"kinetics={tmp_path}",))
+        command_line_overrides(both, features=(f"kinetics={tmp_path}",))
     with pytest.raises(ValueError, match=r"features directory .*missing does not exist"):
-        data_options(both, features=(str(tmp_path / "missing"),))
+        command_line_overrides(both, features=(str(tmp_path / "missing"),))
+    with pytest.raises(ValueError, match=r"method\.lam is searched"):
+        command_line_overrides(both, assignments={"lambda": 2.0})
+    with pytest.raises(ValueError, match=r"--set: key 'seed'.*'seeds'"):
+        command_line_overrides(both, assignments={"seed": 2})
+    with pytest.raises(ValueError, match=r"settings for epic: threshold T must be in \(0, 1\]"):
+        command_line_overrides(both, assignments={"T": 2.0})
 
 
 @pytest.mark.parametrize(

@@ -95,7 +95,7 @@ def test_run_config_precedence():
         spec,
         plan,
         RunKey("synthetic-epic", "D3-D1", 4),
-        data_options={"synthetic-epic": {"data.features": "/data/store"}},
+        overrides={"synthetic-epic": {"data.features": "/data/store"}},
         out="/tmp/x",
     )
     assert config.train.steps == 40  # settings beat the benchmark's default (1200)
