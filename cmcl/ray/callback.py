@@ -135,10 +135,7 @@ class StudyCallback(Callback):
 
     # -- driver heartbeat and progress --------------------------------------------------
     def _beat(self, state: str = "running") -> None:
-        write_json(
-            self.study_dir / DRIVER_FILE,
-            {"pid": os.getpid(), "host": socket.gethostname(), "state": state, "time": time.time()},
-        )
+        write_driver_state(self.study_dir, state)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         now = time.time()
@@ -149,9 +146,6 @@ class StudyCallback(Callback):
         if self.echo and line != self._last_line:
             self._last_line = line
             print(line, file=sys.stderr, flush=True)
-
-    def on_experiment_end(self, trials: list, **info) -> None:
-        self._beat("finished")
 
     def _progress_line(self) -> str:
         counts = Counter(r["state"] for r in self._records.values())
@@ -175,6 +169,14 @@ class StudyCallback(Callback):
             shown = ", ".join(f"{p} {v:.1f}" for p, v in per_pair.items())
             line += f"; best {spec.metric_label} per pair: {shown}"
         return line
+
+
+def write_driver_state(study_dir: Path, state: str) -> None:
+    """driver.json: running (with a heartbeat), finished, or interrupted."""
+    write_json(
+        study_dir / DRIVER_FILE,
+        {"pid": os.getpid(), "host": socket.gethostname(), "state": state, "time": time.time()},
+    )
 
 
 def _trial_error(trial) -> BaseException | None:

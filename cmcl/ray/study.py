@@ -180,7 +180,8 @@ def run_study(
     """
     from ray import tune
 
-    from cmcl.ray.callback import StudyCallback
+    from cmcl.ray.callback import StudyCallback, write_driver_state
+    from cmcl.study.status import study_status
 
     study = Path(study_dir).resolve()
     spec, meta = load_study_dir(study)
@@ -213,7 +214,13 @@ def run_study(
             _set_aside(study)
             tuner = _new_tuner(spec, study, meta, trainable, callback, verbose)
         write_json(study / STUDY_FILE, meta)
-        tuner.fit()
+        finished = False
+        try:
+            tuner.fit()
+            status = study_status(study)
+            finished = status.counts["running"] + status.counts["pending"] == 0
+        finally:
+            write_driver_state(study, "finished" if finished else "interrupted")
     return study
 
 

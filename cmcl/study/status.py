@@ -80,8 +80,8 @@ def _driver_state(path: Path, counts: Counter) -> str:
     driver = read_json(path / DRIVER_FILE)
     if driver is None:
         return "not started"
-    if driver.get("state") == "finished":
-        return "finished"
+    if driver.get("state") in ("finished", "interrupted"):
+        return str(driver["state"])
     age = time.time() - float(driver.get("time", 0))
     if age <= DRIVER_STALE_S:
         return f"running (pid {driver.get('pid')} on {driver.get('host')})"

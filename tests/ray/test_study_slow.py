@@ -158,7 +158,8 @@ def _driver(args, tmp_path, log):
     )
 
 
-def test_sigkill_of_the_driver_then_resume(tiny_store, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+def test_driver_killed_or_interrupted_then_resume(stop, tiny_store, tmp_path):
     settings = tiny_settings(
         tiny_store,
         **{
@@ -199,6 +200,9 @@ def test_sigkill_of_the_driver_then_resume(tiny_store, tmp_path):
                 return done and mid
 
             _wait_for(one_done_one_mid_run, 400, "a finished trial and one past a checkpoint")
+            if stop == "SIGINT":  # Ctrl-C: Tune stops the trials and saves its state
+                driver.send_signal(signal.SIGINT)
+                driver.wait(timeout=120)
         finally:
             _kill_tree(driver)
     before = {r["trial_id"]: r for r in read_trial_records(path)}
