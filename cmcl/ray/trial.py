@@ -158,7 +158,7 @@ def _run_parallel(jobs: list[RunJob], sink: Sink, parallel: int, resources, thre
 def _run_distributed(jobs: list[RunJob], sink: Sink, context: dict[str, Any]) -> None:
     """Each run on a Ray Train TorchTrainer (several DDP workers), one run after another."""
     try:
-        from cmcl.ray.train_events import run_on_trainer
+        from cmcl.ray.study_train import run_on_trainer
     except ImportError as error:
         raise StudyTrialError(
             f"resources.workers > 1 needs the Ray Train adapter (cmcl.ray.train): {error}"

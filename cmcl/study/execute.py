@@ -86,14 +86,13 @@ def _selection(row: dict[str, Any]) -> dict[str, float]:
     return {k: float(row[k]) for k in METRICS if k in row and row[k] is not None}
 
 
-class StudyRunReporter(Reporter):
-    """Engine hooks -> the run's result file and the trial's events."""
+class RunRecorder:
+    """A run's evaluations -> its result file (rewritten whole) and the trial's events."""
 
     def __init__(self, job: RunJob, config: RunConfig, sink: Sink) -> None:
         self.job = job
         self.sink = sink
         self.path = results_file(Path(job.study_dir), job.run_id)
-        self.run_dir = Path(job.study_dir) / "runs" / job.run_id
         self.settings = config.flat()
         self.history: list[dict[str, Any]] = []
         self.identity = {
@@ -107,25 +106,8 @@ class StudyRunReporter(Reporter):
             "variant": job.variant or "",
         }
 
-    def on_start(self, *, total_steps: int, done_steps: int, is_chief: bool) -> None:
-        # A resumed run: the evaluations up to its checkpoint are in metrics.parquet
-        # (rows after the checkpoint will be recomputed, identically).
-        if done_steps == 0 or not (self.run_dir / "metrics.parquet").exists():
-            return
-        import pandas as pd
-
-        earlier = pd.read_parquet(self.run_dir / "metrics.parquet")
-        earlier = earlier[earlier["global_step"] <= done_steps]
-        for row in earlier.to_dict("records"):
-            self._add(row)
-
-    def on_evaluation(
-        self, metrics: dict[str, Any], *, checkpoint: Path | None, is_chief: bool
-    ) -> None:
-        if is_chief:
-            self._add(dict(metrics))
-
-    def _add(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any]) -> None:
+        """The run's next evaluation."""
         self.history.append(row)
         write_run_results(self.path, self.history, identity=self.identity, settings=self.settings)
         self.sink(
@@ -139,11 +121,53 @@ class StudyRunReporter(Reporter):
             }
         )
 
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        """The run's whole history so far: adds the rows not seen yet.
+
+        A restarted run recomputes the evaluations after its checkpoint with the
+        same numbers, so rows already seen are not added again.
+        """
+        for row in rows[len(self.history) :]:
+            self.add(row)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.sink({"kind": "summary", "run_id": self.job.run_id, "summary": _selection(summary)})
+
+
+class StudyRunReporter(Reporter):
+    """Engine hooks -> :class:`RunRecorder` (in-process runs)."""
+
+    def __init__(self, job: RunJob, config: RunConfig, sink: Sink) -> None:
+        self.recorder = RunRecorder(job, config, sink)
+        self.run_dir = Path(config.out) if config.out else None
+
+    def on_start(self, *, total_steps: int, done_steps: int, is_chief: bool) -> None:
+        # A resumed run: the evaluations up to its checkpoint are in metrics.parquet
+        # (rows after the checkpoint will be recomputed, identically).
+        if done_steps == 0 or self.run_dir is None:
+            return
+        earlier = read_history(self.run_dir)
+        self.recorder.extend([row for row in earlier if row["global_step"] <= done_steps])
+
+    def on_evaluation(
+        self, metrics: dict[str, Any], *, checkpoint: Path | None, is_chief: bool
+    ) -> None:
+        if is_chief:
+            self.recorder.add(dict(metrics))
+
     def on_end(self, summary: dict[str, Any], *, is_chief: bool) -> None:
         if is_chief:
-            self.sink(
-                {"kind": "summary", "run_id": self.job.run_id, "summary": _selection(summary)}
-            )
+            self.recorder.finish(summary)
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a run directory's metrics.parquet ([] when there is none yet)."""
+    import pandas as pd
+
+    path = run_dir / "metrics.parquet"
+    if not path.exists():
+        return []
+    return pd.read_parquet(path).to_dict("records")
 
 
 def execute_run(job: RunJob, sink: Sink, *, threads: int | None = None) -> dict[str, Any]:
