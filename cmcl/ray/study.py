@@ -141,6 +141,31 @@ def _scheduler(spec: StudySpec, meta: dict[str, Any]):
     )
 
 
+def needs_state_api(spec: StudySpec) -> bool:
+    """Whether a private Ray for ``spec`` must start the dashboard.
+
+    When ASHA stops a trial running a TorchTrainer, the workers' placement group
+    is removed only through Ray's State API, which needs the dashboard; without
+    it the groups leak and the sweep hangs (shared/RAY_NOTES.md). A cluster
+    joined with ``--address`` must have its dashboard on for such studies.
+    """
+    return spec.scheduler.name == "asha" and spec.resources.workers > 1
+
+
+def _check_state_api() -> None:
+    try:
+        from ray.util.state import list_placement_groups
+
+        list_placement_groups(limit=1)
+    except Exception as error:  # any failure means the same: no State API
+        log.warning(
+            "ASHA with multi-worker runs needs Ray's State API (the dashboard) on the "
+            "cluster, or stopped trials leak their workers' placement groups and the "
+            "study can hang (%s)",
+            error,
+        )
+
+
 def trial_dirname(trial) -> str:
     """Tune's trial directory name: the trial id (the default spells out the whole config)."""
     return trial.trial_id
@@ -188,10 +213,10 @@ def run_study(
     _quiet(verbose)
     tune_dir = study / TUNE_DIR
     restorable = tune_dir.exists() and tune.Tuner.can_restore(str(tune_dir))
-    # Placement groups of Train workers stopped by ASHA are cleaned only through the
-    # State API, which needs the dashboard (shared/RAY_NOTES.md, "Hang to avoid").
-    dashboard = spec.scheduler.name == "asha" and spec.resources.workers > 1
+    dashboard = needs_state_api(spec)
     with _ray(address, num_cpus=num_cpus, dashboard=dashboard, verbose=verbose) as cluster:
+        if dashboard and address is not None:
+            _check_state_api()
         if "resolved" not in meta or not restorable:
             meta["resolved"] = plan_resources(spec, cluster, max_concurrent=max_concurrent)
         trainable = _trainable(spec, study, meta)

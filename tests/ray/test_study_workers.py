@@ -10,6 +10,7 @@ and checks that the sweep finishes and no placement group is left behind.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from conftest import tiny_overrides
@@ -22,15 +23,23 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("cmcl.ray.train", reason="needs the Ray Train adapter (raytrain branch)")
 
 
+def _live_groups() -> list:
+    import ray
+
+    return [g for g in ray.util.placement_group_table().values() if g["state"] != "REMOVED"]
+
+
 def test_two_worker_trials_stopped_by_asha_do_not_leak_or_hang(tiny_store, tmp_path):
     import ray
 
-    from cmcl.ray.study import run_study
+    from cmcl.ray.study import needs_state_api, run_study
 
     os.environ.setdefault("RAY_TMPDIR", "/tmp/ray-cmcl-study-tests")
     settings = {
         k: v
-        for k, v in tiny_overrides(tiny_store, **{"train.warmup_steps": 2, "train.steps": 12}).items()
+        for k, v in tiny_overrides(
+            tiny_store, **{"train.warmup_steps": 2, "train.steps": 12}
+        ).items()
         if k not in ("benchmark", "pair")
     }
     spec = parse_spec(
@@ -48,12 +57,16 @@ def test_two_worker_trials_stopped_by_asha_do_not_leak_or_hang(tiny_store, tmp_p
             "resources": {"workers": 2},
         }
     )
+    assert needs_state_api(spec)  # run_study's own private Ray would start the dashboard
     path = create_study_dir(spec, storage=tmp_path)
     ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False)
     try:
         run_study(path, echo=False)
-        groups = ray.util.placement_group_table().values()
-        assert [g for g in groups if g["state"] != "REMOVED"] == []
+        # A stopped trial's group is removed through the State API within seconds.
+        deadline = time.time() + 60
+        while time.time() < deadline and _live_groups():
+            time.sleep(1)
+        assert _live_groups() == []
     finally:
         ray.shutdown()
     records = read_trial_records(path)
