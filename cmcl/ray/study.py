@@ -271,6 +271,7 @@ def _new_tuner(
             search_alg=search_alg,
             scheduler=_scheduler(spec, meta),
             trial_dirname_creator=trial_dirname,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,

@@ -163,10 +163,10 @@ def test_driver_killed_or_interrupted_then_resume(stop, tiny_store, tmp_path):
     settings = tiny_settings(
         tiny_store,
         **{
-            "train.warmup_steps": 20,
-            "train.steps": 100,
-            "train.eval_every": 5,
-            "train.checkpoint_every": 10,
+            "train.warmup_steps": 40,
+            "train.steps": 600,
+            "train.eval_every": 10,
+            "train.checkpoint_every": 40,
         },
     )
     study_file = tmp_path / "kill.yaml"
@@ -196,7 +196,7 @@ def test_driver_killed_or_interrupted_then_resume(stop, tiny_store, tmp_path):
                 done = [
                     r for r in records if r["state"] == "done" and r["updated"] < time.time() - 3
                 ]
-                mid = [r for r in records if r["state"] == "running" and 6 <= r["evaluations"] < 18]
+                mid = [r for r in records if r["state"] == "running" and 8 <= r["evaluations"] < 50]
                 return done and mid
 
             _wait_for(one_done_one_mid_run, 400, "a finished trial and one past a checkpoint")
@@ -235,7 +235,7 @@ def test_driver_killed_or_interrupted_then_resume(stop, tiny_store, tmp_path):
     for tid in interrupted:
         run = after[tid]["runs"][0]
         frame = pd.read_parquet(results_file(path, run))
-        assert len(frame) == 24 and not frame.duplicated(["stage", "step"]).any()
+        assert len(frame) == 64 and not frame.duplicated(["stage", "step"]).any()
         # It continued from a checkpoint (the engine records resume=auto) instead of restarting.
         assert json.loads((run_dir(path, run) / "config.json").read_text())["resume"] == "auto"
     trials = journal_trials(path, "kill")
