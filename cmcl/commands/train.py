@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -58,7 +60,62 @@ def _fail(message: str) -> None:
     help="Annotation directory (EPIC split pickles or TA3N lists).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(benchmark, pair, method, seed, assignments, out, resume, features, root, splits, quiet):
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Ray Train workers (DDP ranks), each taking an equal share of the global batch "
+    "(train.batch_source/batch_target must divide by it). 0 or 1 without --address: "
+    "train in this process.",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="GPUs per Ray worker (nccl); 0 trains on CPUs (gloo).",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ADDR",
+    help="Join this Ray cluster (auto, HOST:6379 or ray://HOST:10001) instead of "
+    "starting a private local Ray.",
+)
+@click.option(
+    "--storage",
+    default=None,
+    metavar="PATH|URI",
+    help="Ray runs: where the run directory goes, as STORAGE/NAME (NAME: the last part "
+    "of --out, or the default run name). Every node must reach it: an NFS path or "
+    "s3://, gs:// URI. [default: the parent of --out, else runs/]",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Ray runs: restarts from the last checkpoint after a worker dies.",
+)
+def train(
+    benchmark,
+    pair,
+    method,
+    seed,
+    assignments,
+    out,
+    resume,
+    features,
+    root,
+    splits,
+    quiet,
+    workers,
+    gpus_per_worker,
+    address,
+    storage,
+    max_failures,
+):
     """Train and evaluate one run, writing its run directory.
 
     \b
@@ -67,6 +124,15 @@ def train(benchmark, pair, method, seed, assignments, out, resume, features, roo
     last 9 evaluations) and checkpoints/. Examples:
       cmcl train --benchmark synthetic-epic --pair D2-D1 --method cmco
       cmcl train --method cmco --set lambda=1.0 --set T=0.9 --seed 2
+
+    \b
+    With --workers N >= 2 (or --address) the run goes through Ray Train
+    (docs/distributed.md): N DDP workers on a private local Ray or on the
+    cluster at --address, checkpoints and run files in STORAGE/NAME, and up to
+    --max-failures restarts from the last checkpoint. Examples:
+      cmcl train --method cmco --workers 2
+      cmcl train --method cmco --workers 8 --gpus-per-worker 1 \\
+          --address auto --storage s3://my-bucket/cmcl
     """
     from cmcl.config import RunConfig, parse_assignments
     from cmcl.engine import ConsoleReporter, NonFiniteLossError, fit
@@ -87,9 +153,25 @@ def train(benchmark, pair, method, seed, assignments, out, resume, features, roo
         method_class(config.method.name)
     except (KeyError, ValueError) as error:
         _fail(str(error).strip('"'))
+    c = config
+    default_name = f"{c.data.benchmark}-{c.data.pair}-{c.method.name}-s{c.train.seed}"
+    if workers >= 2 or address is not None:
+        _train_on_ray(
+            config,
+            workers=max(workers, 1),
+            gpus_per_worker=gpus_per_worker,
+            address=address,
+            storage=storage if storage is not None else str(Path(out).parent if out else "runs"),
+            name=Path(out).name if out else default_name,
+            max_failures=max_failures,
+            resume=resume,
+            quiet=quiet,
+        )
+        return
+    if gpus_per_worker > 0 or storage is not None:
+        _fail("--gpus-per-worker and --storage apply to Ray runs: add --workers N (N >= 2)")
     if out is None:
-        c = config
-        out = f"runs/{c.data.benchmark}-{c.data.pair}-{c.method.name}-s{c.train.seed}"
+        out = f"runs/{default_name}"
     if resume:
         if latest_checkpoint(out) is None:
             _fail(f"--resume: no checkpoint under {out}/checkpoints")
@@ -109,14 +191,97 @@ def train(benchmark, pair, method, seed, assignments, out, resume, features, roo
         _fail(str(error))
     except FileNotFoundError as error:
         _fail(str(error))
-    s = result.summary
+    _echo_summary(result.summary)
+    click.echo(f"wrote {out}/summary.json")
+
+
+def _echo_summary(s: dict) -> None:
     click.echo(
         f"target accuracy {s['target_acc']:.2f}% (mean of the last {s['evaluations']} "
         f"evaluations; rgb {s['target_acc_rgb']:.2f}, flow {s['target_acc_flow']:.2f}); "
         f"best {s['best']['target_acc']:.2f}% at adapt step {s['best']['step']}; "
         f"{s['steps_per_s']:.3g} steps/s"
     )
-    click.echo(f"wrote {out}/summary.json")
+
+
+def _train_on_ray(
+    config,
+    *,
+    workers: int,
+    gpus_per_worker: float,
+    address: str | None,
+    storage: str,
+    name: str,
+    max_failures: int,
+    resume: bool,
+    quiet: bool,
+) -> None:
+    """``cmcl train`` through Ray Train (cmcl/ray/train.py); errors become click errors."""
+    from cmcl.engine import NonFiniteLossError
+    from cmcl.ray.scaling import check_scaling, missing_resources
+    from cmcl.ray.session import ray_session
+    from cmcl.ray.storage import RunLocation
+    from cmcl.ray.train import fit_distributed
+
+    try:
+        check_scaling(config, workers=workers, gpus_per_worker=gpus_per_worker)
+        location = RunLocation(storage, name)
+    except ValueError as error:
+        _fail(str(error))
+    if address is None and gpus_per_worker > 0:
+        import math
+
+        import torch
+
+        need, have = math.ceil(workers * gpus_per_worker), torch.cuda.device_count()
+        if need > have:
+            _fail(
+                f"--gpus-per-worker {gpus_per_worker:g} x {workers} workers needs {need} GPUs; "
+                f"this machine has {have} (torch.cuda.device_count()); use --address to run "
+                "on a cluster with GPUs, or leave --gpus-per-worker out to train on CPUs"
+            )
+    try:
+        done = location.checkpoint_names()
+    except OSError as error:
+        _fail(f"cannot read --storage {location.storage}: {error}")
+    if resume and not done:
+        _fail(f"--resume: no checkpoint under {location.uri}/checkpoints")
+    if done and not resume:
+        _fail(
+            f"{location.uri} already holds a run; add --resume to continue it or choose another --out"
+        )
+    click.echo(
+        f"{config.method.name} on {config.data.benchmark} {config.data.pair}, seed "
+        f"{config.train.seed}: {config.train.warmup_steps} warm-up + {config.train.steps} "
+        f"adaptation steps on {workers} Ray Train workers -> {location.uri}",
+        err=True,
+    )
+    with ray_session(address) as available:
+        short = missing_resources(
+            available, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=1.0
+        )
+        if short and address is None:
+            _fail(f"{short} (this machine); lower --workers or --gpus-per-worker")
+        if short:
+            click.echo(f"warning: {short}; the run waits for the cluster to grow", err=True)
+        try:
+            summary = fit_distributed(
+                config,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                storage=location.storage,
+                name=location.name,
+                max_failures=max_failures,
+                progress=not quiet,
+            )
+        except (ValueError, NonFiniteLossError) as error:
+            _fail(str(error))
+        except Exception as error:  # ray.train.TrainingFailedError and its kin
+            if type(error).__module__.startswith("ray."):
+                _fail(f"Ray Train run {location.uri} failed: {error}")
+            raise
+    _echo_summary(summary)
+    click.echo(f"wrote {location.uri}/summary.json")
 
 
 @click.command()

@@ -33,7 +33,7 @@ from cmcl.engine.reporting import Reporter, summarise, write_json, write_metrics
 from cmcl.methods.base import ADAPT, WARMUP, Method, StepContext
 from cmcl.methods.registry import build_method
 from cmcl.models.build import build_model
-from cmcl.modules.sync_bn import convert_batchnorm
+from cmcl.modules.sync_bn import average_running_stats, convert_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ class _Trainer:
 
     def run_stage(self, stage: str, steps: int, start: int) -> None:
         if stage == ADAPT and start == 0:
+            self.share_bn_stats()
             self.method.begin_adaptation(self.encode)
             self.method.train()
         self.position = ckpt.Position(stage=stage, steps_done=start, history=self.position.history)
@@ -281,7 +282,13 @@ class _Trainer:
                 yield batch["index"].to(self.device), features
         model.train()
 
+    def share_bn_stats(self) -> None:
+        """Workers' own BN running statistics -> their mean, before the model runs in eval mode."""
+        if not self.config.model.sync_bn:
+            average_running_stats(self.method)
+
     def evaluate(self, stage: str, done: int) -> dict[str, Any]:
+        self.share_bn_stats()
         t = self.config.train
         model = self.method.model
         kwargs = {"batch_size": t.eval_batch, "device": self.device, "autocast": self.autocast}

@@ -60,6 +60,33 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         return out.to(input.dtype)
 
 
+@torch.no_grad()
+def average_running_stats(module: nn.Module) -> None:
+    """Set every BatchNorm's running mean and variance to their mean over the workers.
+
+    Without cross-worker BN each worker updates its running statistics from
+    its own share of the batch (DDP here does not broadcast buffers), so they
+    drift apart. Evaluation, where each worker predicts its share of the test
+    split, and checkpoints, which hold rank 0's buffers and are loaded by every
+    worker, need one set. A no-op in one process.
+    """
+    if not dist.is_distributed():
+        return
+    buffers = [
+        buffer
+        for layer in module.modules()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.track_running_stats
+        for buffer in (layer.running_mean, layer.running_var)
+        if buffer is not None
+    ]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().float().flatten() for b in buffers])
+    flat = dist.all_reduce_sum(flat) / dist.world_size()
+    for buffer, part in zip(buffers, flat.split([b.numel() for b in buffers]), strict=True):
+        buffer.copy_(part.view_as(buffer))
+
+
 def convert_batchnorm(module: nn.Module, *, device: torch.device) -> nn.Module:
     """Replace every BatchNorm with a cross-worker one (torch's SyncBatchNorm on GPU)."""
     if device.type == "cuda":
@@ -86,4 +113,4 @@ def _convert(module: nn.Module) -> nn.Module:
     return module
 
 
-__all__ = ["GlobalBatchNorm", "convert_batchnorm"]
+__all__ = ["GlobalBatchNorm", "average_running_stats", "convert_batchnorm"]

@@ -1,0 +1,178 @@
+"""Where a Ray Train run keeps its files: ``<storage>/<name>/``, a local path or a URI.
+
+The run directory on storage has the layout of an in-process run directory
+(docs/results-format.md) plus Ray's own bookkeeping::
+
+    <storage>/<name>/
+        config.json                    the run's settings (written by the driver first)
+        metrics.parquet                one row per evaluation (rank 0 uploads it after each)
+        summary.json, features.parquet written by rank 0 at the end
+        checkpoints/step_XXXXXXX/      state.pt + meta.json, persisted by ray.train.report
+        checkpoint_manager_snapshot.json, .validate_storage_marker   (Ray Train's)
+
+so ``cmcl train --out <storage>/<name> --resume`` (one process) continues a
+distributed run, and the report layer reads it like any run directory.
+
+On a multi-node cluster ``storage`` must be reachable from every node: an NFS
+path mounted at the same place everywhere, or an object-store URI
+(``s3://bucket/prefix``, ``gs://bucket/prefix``). A local directory on the
+head node is not: workers on other nodes would write checkpoints nobody can
+read back after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from cmcl.config import RunConfig
+
+RESULT_FILES = ("config.json", "metrics.parquet", "summary.json", "features.parquet")
+CHECKPOINTS = "checkpoints"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}$")
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one path component (it becomes a directory on every storage kind)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"run name must be 1-200 characters of letters, digits and ._=+- starting with a "
+            f"letter or digit (one directory name, no '/'); got {name!r}"
+        )
+    return name
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in storage
+
+
+def resolve_storage(storage: str | Path) -> str:
+    """An absolute local path, or the URI unchanged (Ray Train needs one or the other)."""
+    text = str(storage)
+    if not text:
+        raise ValueError("storage must be a directory path or a URI such as s3://bucket/prefix")
+    if is_uri(text) and not text.startswith("file://"):
+        return text.rstrip("/")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return str(Path(text).expanduser().resolve())
+
+
+class RunLocation:
+    """``<storage>/<name>`` on its filesystem, with small read/write helpers.
+
+    Args:
+        storage: a local directory or a URI (resolved by :func:`resolve_storage`).
+        name: the run name (one directory name, see :func:`check_run_name`).
+    """
+
+    def __init__(self, storage: str | Path, name: str) -> None:
+        self.storage = resolve_storage(storage)
+        self.name = check_run_name(name)
+        self._fs: pafs.FileSystem | None = None
+        self._base = self.storage
+
+    def _connect(self) -> None:
+        # Lazily: resolving an object-store URI may need the network.
+        if self._fs is None:
+            if is_uri(self.storage):
+                self._fs, self._base = pafs.FileSystem.from_uri(self.storage)
+            else:
+                self._fs = pafs.LocalFileSystem()
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        self._connect()
+        assert self._fs is not None
+        return self._fs
+
+    @property
+    def fs_path(self) -> str:
+        """The run directory as a path on :attr:`fs` (no URI scheme)."""
+        self._connect()
+        return f"{self._base.rstrip('/')}/{self.name}"
+
+    @property
+    def uri(self) -> str:
+        """Where a user finds the run: a local path or ``scheme://.../name``."""
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+    def _path(self, relative: str) -> str:
+        return f"{self.fs_path}/{relative}"
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.get_file_info(self._path(relative)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, relative: str) -> bytes | None:
+        if not self.exists(relative):
+            return None
+        with self.fs.open_input_stream(self._path(relative)) as stream:
+            return stream.read()
+
+    def read_json(self, relative: str) -> dict[str, Any] | None:
+        data = self.read_bytes(relative)
+        return None if data is None else json.loads(data)
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Write through a temporary name then move, so readers never see half a file."""
+        path = self._path(relative)
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = path + ".tmp"
+        with self.fs.open_output_stream(tmp) as stream:
+            stream.write(data)
+        self.fs.move(tmp, path)
+
+    def upload(self, local: Path, relative: str | None = None) -> None:
+        """Copy one local file to ``<storage>/<name>/<relative or its name>``."""
+        self.write_bytes(relative or local.name, Path(local).read_bytes())
+
+    def checkpoint_names(self) -> list[str]:
+        """Complete checkpoints (``step_XXXXXXX`` holding state.pt), oldest first."""
+        selector = pafs.FileSelector(self._path(CHECKPOINTS), allow_not_found=True)
+        names = [
+            info.base_name
+            for info in self.fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("step_")
+        ]
+        return sorted(n for n in names if self.exists(f"{CHECKPOINTS}/{n}/state.pt"))
+
+    def download_results(self, target: Path) -> list[Path]:
+        """Copy the result files that exist (not checkpoints) into a local directory."""
+        target.mkdir(parents=True, exist_ok=True)
+        copied = []
+        for name in RESULT_FILES:
+            data = self.read_bytes(name)
+            if data is not None:
+                (target / name).write_bytes(data)
+                copied.append(target / name)
+        return copied
+
+
+def record_config(location: RunLocation, config: RunConfig) -> None:
+    """Write config.json, refusing to mix a different configuration into an existing run."""
+    record = config.replace({"out": location.uri, "resume": None}).to_dict()
+    existing = location.read_json("config.json")
+    if existing is not None:
+        ignored = ("out", "resume")
+        old = RunConfig.from_dict({k: v for k, v in existing.items() if k not in ignored}).flat()
+        new = config.flat()
+        differ = sorted(k for k in new if old.get(k) != new[k])
+        if differ:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in differ[:5])
+            raise ValueError(
+                f"{location.uri} holds a run with other settings ({shown}); "
+                "a run name resumes its own run only: choose another name or storage"
+            )
+        return
+    location.write_bytes(
+        "config.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    )
+
+
+def run_location(storage: str | Path, name: str) -> str:
+    """Where :func:`cmcl.ray.train.fit_distributed` puts run ``name``: ``<storage>/<name>``."""
+    return RunLocation(storage, name).uri

@@ -1,0 +1,284 @@
+"""Ray Train adapter: the engine on N DDP workers, checkpointed to shared storage, restartable.
+
+``fit_distributed(config, workers=N, storage=..., name=...)`` runs
+:func:`cmcl.engine.fit` in every worker of a ``ray.train.torch.TorchTrainer``
+(Ray 2.60, Train V2). Ray Train's TorchConfig sets up the process group
+(gloo on CPU, nccl on GPU); from there the engine does the distributed work
+itself: DDP, each worker's shard of the deterministic global batch, gathered
+evaluation and all-gathered memory-bank updates (docs/distributed.md).
+
+This module adds what only Ray knows about:
+
+* every evaluation goes to ``ray.train.report`` on every rank; rank 0 passes
+  the checkpoint the engine just wrote, which Ray persists as
+  ``<storage>/<name>/checkpoints/step_XXXXXXX``;
+* a restarted worker group (``FailureConfig(max_failures)``) and a re-run
+  with the same ``(storage, name)`` resume from ``ray.train.get_checkpoint()``;
+* rank 0 writes the engine's run files to a scratch directory on its node and
+  uploads them to ``<storage>/<name>/`` (cmcl/ray/storage.py), because its
+  local disk may be gone after the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    LoggingConfig,
+    ScalingConfig,
+)
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from cmcl.config import RunConfig
+from cmcl.engine import NonFiniteLossError, Reporter, fit
+from cmcl.engine.checkpoint import latest_checkpoint
+from cmcl.ray.scaling import PLACEMENTS, check_scaling, missing_resources
+from cmcl.ray.session import ray_session
+from cmcl.ray.storage import CHECKPOINTS, RunLocation, record_config
+
+log = logging.getLogger(__name__)
+
+SCRATCH = "cmcl-run"
+"""Rank 0's local run directory, under Ray's per-run working directory on its node."""
+
+TrainLoop = Callable[[dict[str, Any]], Any]
+
+
+# -- the worker side -------------------------------------------------------------------
+
+
+class RayTrainReporter(Reporter):
+    """Engine hooks -> ``ray.train.report`` on every rank; rank 0 also uploads run files.
+
+    Args:
+        location: ``<storage>/<name>`` (given on rank 0 only: it uploads).
+        scratch: the engine's local run directory on this node.
+        progress: rank 0 prints one line per evaluation (reaches the driver's stderr).
+    """
+
+    def __init__(self, *, location: RunLocation | None, scratch: Path, progress: bool) -> None:
+        self.location = location
+        self.scratch = scratch
+        self.progress = progress
+        self.total = 0
+
+    def _say(self, text: str) -> None:
+        if self.progress and self.location is not None:
+            print(f"[cmcl] {text}", file=sys.stderr, flush=True)
+
+    def on_start(self, *, total_steps: int, done_steps: int, is_chief: bool) -> None:
+        self.total = total_steps
+        verb = f"resuming at step {done_steps}" if done_steps else "starting"
+        self._say(f"{verb} of {total_steps}")
+
+    def on_evaluation(
+        self, metrics: dict[str, Any], *, checkpoint: Path | None, is_chief: bool
+    ) -> None:
+        if self.location is not None:
+            self.location.upload(self.scratch / "metrics.parquet")
+        persisted = None if checkpoint is None else Checkpoint.from_directory(checkpoint)
+        # Same name as the engine's own directory: <storage>/<name> is then a run directory.
+        name = None if checkpoint is None else f"{CHECKPOINTS}/{checkpoint.name}"
+        ray.train.report(dict(metrics), checkpoint=persisted, checkpoint_dir_name=name)
+        self._say(
+            f"{metrics['stage']} step {metrics['step']} ({metrics['global_step']}/{self.total}): "
+            f"target acc {metrics['target_acc']:.2f} loss {metrics.get('loss_total', float('nan')):.4f}"
+            + (" [checkpoint]" if checkpoint is not None else "")
+        )
+
+    def on_end(self, summary: dict[str, Any], *, is_chief: bool) -> None:
+        if self.location is None:
+            return
+        for name in ("metrics.parquet", "features.parquet", "summary.json"):
+            if (self.scratch / name).is_file():
+                self.location.upload(self.scratch / name)
+
+
+@contextlib.contextmanager
+def _local_copy(checkpoint: Checkpoint | None) -> Iterator[Path | None]:
+    """A local directory holding ``checkpoint`` (downloaded if it lives in an object store)."""
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as path:
+        yield Path(path)
+
+
+def _quiet_report_lines() -> None:
+    """Silence Ray's per-report INFO line on this worker.
+
+    Ray 2.60 logs it through a logger named by its source file path, which
+    LoggingConfig(log_level=...) does not reach; a missing module is no error.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("ray.train.v2._internal.execution.context")
+    if spec is not None and spec.origin:
+        logging.getLogger(spec.origin).setLevel(logging.WARNING)
+
+
+def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The function every Ray Train worker runs; returns the summary on rank 0.
+
+    ``payload``: ``config`` (RunConfig dict), ``storage``, ``name``, ``resume``
+    (a checkpoint directory every worker can read, used when Ray has none yet)
+    and ``progress``.
+    """
+    _quiet_report_lines()
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    scratch = Path(context.get_storage().local_working_directory) / SCRATCH
+    if rank == 0:
+        # Left over from a killed attempt on this node: its newer checkpoints
+        # would make the engine prune the ones this attempt writes.
+        shutil.rmtree(scratch, ignore_errors=True)
+    if torch.cuda.is_available() and payload["gpus_per_worker"] > 0:
+        torch.cuda.set_device(ray.train.torch.get_device())
+    config = RunConfig.from_dict(payload["config"])
+    location = RunLocation(payload["storage"], payload["name"]) if rank == 0 else None
+    reporter = RayTrainReporter(location=location, scratch=scratch, progress=payload["progress"])
+    with _local_copy(ray.train.get_checkpoint()) as restored:
+        resume = str(restored) if restored is not None else payload["resume"]
+        try:
+            result = fit(config.replace({"out": str(scratch), "resume": resume}), reporter)
+        except NonFiniteLossError as error:
+            # Deterministic: a restart would hit it again. Every rank sees it (the
+            # losses are all-reduced), so all return and the driver raises it.
+            return {"non_finite": str(error)} if rank == 0 else None
+    if rank != 0:
+        return None
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result.summary
+
+
+# -- the driver side -------------------------------------------------------------------
+
+
+def _initial_resume(config: RunConfig) -> str | None:
+    """``config.resume`` as a directory (``"auto"``: the newest under ``config.out``)."""
+    if config.resume == "auto":
+        found = latest_checkpoint(config.out) if config.out else None
+        return None if found is None else str(Path(found).resolve())
+    return None if config.resume is None else str(Path(config.resume).resolve())
+
+
+def fit_distributed(
+    config: RunConfig,
+    *,
+    workers: int,
+    gpus_per_worker: float = 0.0,
+    storage: str,
+    name: str,
+    max_failures: int = 2,
+    callbacks: list | None = None,
+    cpus_per_worker: float = 1.0,
+    placement_strategy: str = "PACK",
+    progress: bool = False,
+    train_loop: TrainLoop = train_worker,
+) -> dict[str, Any]:
+    """Train one run on ``workers`` Ray Train workers; return its summary (as summary.json).
+
+    The run directory is ``<storage>/<name>/`` (:mod:`cmcl.ray.storage`);
+    running again with the same ``storage`` and ``name`` resumes it from its
+    newest checkpoint (or, if it finished, just rewrites the summary). When
+    ``config.out`` is set, the result files (not the checkpoints) are also
+    copied there at the end. ``config.resume`` (a checkpoint directory every
+    worker can read, or ``"auto"`` for the newest under ``config.out``) seeds a
+    run that has no Ray checkpoint yet. If Ray is not initialised, a private
+    local instance is started for the call.
+
+    Args:
+        config: the run; ``train.batch_source`` / ``batch_target`` are the global
+            batches and must be divisible by ``workers``.
+        workers: Ray Train workers (DDP ranks).
+        gpus_per_worker: 0 for CPU workers (gloo); >= 1 per worker for nccl.
+        storage: a directory every node can reach (NFS) or a URI (``s3://...``).
+        name: run name, one directory name; fixed names make retries resume.
+        max_failures: worker-group restarts before the run fails.
+        callbacks: ``ray.train.UserCallback`` objects (e.g. Tune's TuneReportCallback).
+        cpus_per_worker: CPUs reserved per worker.
+        placement_strategy: Ray placement group strategy (PACK fills nodes first).
+        progress: print one line per evaluation from rank 0.
+        train_loop: the per-worker function (tests wrap :func:`train_worker`).
+
+    Raises:
+        ValueError: a layout that cannot work (batch not divisible, not enough
+            resources in a private instance, a name holding other settings).
+        NonFiniteLossError: a loss became NaN/inf (not retried: it is deterministic).
+        ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
+    """
+    check_scaling(
+        config, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker
+    )
+    if placement_strategy not in PLACEMENTS:
+        raise ValueError(
+            f"placement_strategy must be one of {PLACEMENTS}, got {placement_strategy!r}"
+        )
+    location = RunLocation(storage, name)
+    if config.train.device == "auto" and gpus_per_worker == 0:
+        # A CPU worker on a GPU node must not pick the GPU it did not reserve.
+        config = config.replace({"train.device": "cpu"})
+    payload = {
+        "config": config.replace({"out": None, "resume": None}).to_dict(),
+        "storage": location.storage,
+        "name": location.name,
+        "resume": _initial_resume(config),
+        "progress": progress,
+        "gpus_per_worker": gpus_per_worker,
+    }
+    record_config(location, config)
+    private = not ray.is_initialized()
+    with ray_session() as available:
+        problem = missing_resources(
+            available,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+        )
+        if problem and private:
+            raise ValueError(problem)
+        if problem:
+            log.warning("%s; the run waits until the cluster grows", problem)
+        use_gpu = gpus_per_worker > 0
+        resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config=payload,
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=ScalingConfig(
+                num_workers=workers,
+                use_gpu=use_gpu,
+                resources_per_worker=resources,
+                placement_strategy=placement_strategy,
+            ),
+            run_config=ray.train.RunConfig(
+                name=location.name,
+                storage_path=location.storage,
+                failure_config=FailureConfig(max_failures=max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=config.train.keep_checkpoints),
+                callbacks=callbacks,
+                # Ray's per-report INFO lines would drown the run's own progress lines.
+                logging_config=LoggingConfig(log_level="WARNING"),
+            ),
+        )
+        result = trainer.fit()
+    summary = result.return_value
+    if isinstance(summary, dict) and "non_finite" in summary:
+        raise NonFiniteLossError(summary["non_finite"])
+    if summary is None:
+        raise RuntimeError(f"the run {location.uri} ended without a summary from rank 0")
+    if config.out is not None:
+        location.download_results(Path(config.out))
+    return summary
