@@ -166,7 +166,8 @@ class StudyCallback(Callback):
                 for pair, value in record["per_pair"].items():
                     if _ok(value):
                         per_pair[pair] = pick(value, per_pair.get(pair, value))
-            shown = ", ".join(f"{p} {v:.1f}" for p, v in per_pair.items())
+            order = [p for _, p in spec.pairs]
+            shown = ", ".join(f"{p} {per_pair[p]:.1f}" for p in order if p in per_pair)
             line += f"; best {spec.metric_label} per pair: {shown}"
         return line
 

@@ -47,7 +47,8 @@ def _ray(
     if ray.is_initialized():
         yield dict(ray.cluster_resources())
         return
-    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.WARNING}
+    level = logging.WARNING if verbose else logging.ERROR
+    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": level}
     if address is None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, **kwargs)
     else:

@@ -107,14 +107,18 @@ def format_status(status: StudyStatus) -> str:
         lines.append("  best so far: none finished yet")
     else:
         best = status.best
+        several = meta.get("objective") == "per_pair" and len(meta.get("pairs", [])) > 1
         lines.append(
-            f"  best so far: {label} {best['value']:.2f}  trial {best['trial_id']}: "
+            f"  best so far{' (any pair)' if several else ''}: {label} {best['value']:.2f}  "
+            f"trial {best['trial_id']}: "
             f"{best['description']}"
         )
     if status.best_per_pair:
         title = "of the best trial" if meta.get("objective") == "mean" else "best trial per pair"
         lines.append(f"  per pair ({title}):")
-        for pair, entry in status.best_per_pair.items():
+        order = [p for p in meta.get("pairs", []) if p in status.best_per_pair]
+        for pair in order or list(status.best_per_pair):
+            entry = status.best_per_pair[pair]
             lines.append(
                 f"    {pair:<7} {entry['value']:7.2f}  trial {entry['trial']}: {entry['description']}"
             )

@@ -166,7 +166,7 @@ def test_status_from_files(tmp_path):
         "D3-D1": 60.0,
     }
     text = format_status(status)
-    assert "best so far: target_acc (oracle: uses target labels) 60.00  trial t2" in text
+    assert "best so far (any pair): target_acc (oracle: uses target labels) 60.00  trial t2" in text
     assert "errored t3 (cfg t3): NonFiniteLossError: loss term 'total' is nan" in text
     assert "not running" in text and "cmcl study resume" in text
     assert read_json(path / "trials" / "t1.json")["state"] == "done"
