@@ -243,3 +243,35 @@ def test_driver_killed_or_interrupted_then_resume(stop, tiny_store, tmp_path):
     assert sorted(t.user_attrs["tune_trial_id"] for t in trials) == sorted(after)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 5
     assert len([p for p in (path / TUNE_DIR).iterdir() if p.is_dir()]) == 5
+
+
+def test_a_failing_run_among_parallel_runs_errors_the_trial(private_ray, tiny_store, tmp_path):
+    """Objective mean over two benchmarks, runs side by side; the U-H run has no data."""
+    import ray
+
+    from cmcl.ray.study import run_study
+
+    spec = parse_spec(
+        {
+            "name": "parallel-failure",
+            "benchmark": ["synthetic-epic", "synthetic-ucf-hmdb"],
+            "pairs": ["D2-D1", "U-H"],
+            "methods": ["source_only"],
+            "settings": tiny_settings(tiny_store, **{"train.warmup_steps": 40, "train.steps": 200}),
+            "objective": "mean",
+        }
+    )
+    missing = {"synthetic-ucf-hmdb": {"data.features": str(tmp_path / "missing")}}
+    path = create_study_dir(spec, storage=tmp_path, overrides=missing)
+    run_study(path, echo=False)
+    (record,) = read_trial_records(path)
+    assert record["state"] == "errored"
+    assert record["reason"].startswith(f"run {record['runs'][1]} failed: FileNotFoundError")
+    assert read_json(path / "study.json")["resolved"]["parallel_runs"] == 2
+    # The D2-D1 run was cancelled with its trial; its resources come back.
+    deadline = time.time() + 30
+    while time.time() < deadline and ray.available_resources().get("CPU") != 2.0:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU") == 2.0
+    time.sleep(5)
+    assert not (run_dir(path, record["runs"][0]) / "summary.json").exists()
