@@ -120,3 +120,13 @@ def test_trial_progress_reports_complete_rounds_then_the_value():
     assert math.isnan(progress._combine({"r1": {}, "r2": {}, "r3": {}})["objective"])
     with pytest.raises(ValueError, match="unknown run 'r9'"):
         progress.add({"kind": "summary", "run_id": "r9", "summary": {}})
+
+
+def test_trial_progress_across_two_benchmarks():
+    runs = [("e", "epic", "D2-D1"), ("u", "ucf-hmdb", "U-H")]
+    progress = TrialProgress(runs, metric="target_acc", schedule=[("adapt", 5)])
+    progress.add({"kind": "summary", "run_id": "e", "summary": {"target_acc": 40.0}})
+    (final,) = progress.add({"kind": "summary", "run_id": "u", "summary": {"target_acc": 80.0}})
+    assert final["objective"] == 60.0
+    assert final["benchmarks"] == {"epic": 40.0, "ucf-hmdb": 80.0}
+    assert final["pairs"] == {"D2-D1": 40.0, "U-H": 80.0}
