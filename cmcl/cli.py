@@ -29,9 +29,10 @@ def _register() -> None:
     from cmcl.commands.data import data
     from cmcl.commands.features import features
     from cmcl.commands.report import report_command
+    from cmcl.commands.study import study
     from cmcl.commands.train import methods, train
 
-    for command in (train, methods, report_command, data, features):
+    for command in (train, methods, report_command, data, features, study):
         cli.add_command(command)
 
 

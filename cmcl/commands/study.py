@@ -1,0 +1,242 @@
+"""`cmcl study run | resume | status`: studies on Ray Tune (docs/studies.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group()
+def study() -> None:
+    """Studies: sweeps over methods, settings, pairs and seeds on Ray Tune.
+
+    \b
+    A study file (YAML, docs/studies.md) names the benchmark(s) and pairs, the
+    methods, fixed settings, a search space (grid or Optuna), seeds, the
+    objective and the selection metric. Its directory <storage>/<name> holds
+    everything: per-evaluation results (Parquet), run directories, trial records,
+    Tune's state and the Optuna journal.
+      cmcl study run studies/quickstart.yaml
+      cmcl study status studies_out/quickstart
+      cmcl study resume studies_out/quickstart     (after a crash or Ctrl-C)
+    """
+
+
+_DATA_HELP = "DIR for every benchmark of the study, or BENCHMARK=DIR (repeatable)."
+
+
+@study.command("run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--storage",
+    default=None,
+    help="Where study directories go [default: the file's storage, else ./studies_out].",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to use (auto, ray://HOST:10001) [default: a private local Ray].",
+)
+@click.option(
+    "--root",
+    multiple=True,
+    metavar="[BENCHMARK=]DIR",
+    help="Frames root (video mode). " + _DATA_HELP,
+)
+@click.option(
+    "--features",
+    multiple=True,
+    metavar="[BENCHMARK=]DIR",
+    help="Feature store (feature mode). " + _DATA_HELP,
+)
+@click.option(
+    "--splits", multiple=True, metavar="[BENCHMARK=]DIR", help="Annotation directory. " + _DATA_HELP
+)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting for every run, above the file's (e.g. --set model.i3d_rgb=rgb_imagenet.pt "
+    "--set train.device=cuda); not a searched key. Repeatable.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ray Train workers per run (DDP) [default: the file's, else 1].",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="GPUs per worker [default: the file's, else 0].",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="CPUs per worker [default: the file's, else 1].",
+)
+@click.option(
+    "--synthetic",
+    is_flag=True,
+    help="Run the synthetic twin: epic -> synthetic-epic, ucf-hmdb -> synthetic-ucf-hmdb "
+    "(their shorter schedule unless the file fixes one); the study name gets -synthetic.",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Trials at once [default: from the cluster's resources].",
+)
+@click.option(
+    "--num-cpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPUs of the private local Ray [default: all].",
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--verbose", is_flag=True, help="Also Ray's and Tune's own output.")
+def study_run(
+    file,
+    storage,
+    address,
+    root,
+    features,
+    splits,
+    assignments,
+    workers,
+    gpus_per_worker,
+    cpus_per_worker,
+    synthetic,
+    max_concurrent,
+    num_cpus,
+    quiet,
+    verbose,
+):
+    """Validate FILE, create <storage>/<name> and run the study in it.
+
+    \b
+    Real data: --features DIR (feature mode) or --root DIR (video mode; add
+    --set model.i3d_rgb=... --set model.i3d_flow=... and usually --gpus-per-worker 1).
+    The synthetic twin of a real-data file: --synthetic. An existing directory is
+    never overwritten: if it holds the same study, continue it with
+    `cmcl study resume DIR`.
+    """
+    import dataclasses
+
+    from cmcl.config import parse_assignments
+    from cmcl.study.directory import StudyExistsError, command_line_overrides, create_study_dir
+    from cmcl.study.spec import StudySpecError, load_spec
+
+    try:
+        spec = load_spec(file)
+        if synthetic:
+            spec = spec.on_synthetic()
+        given = {
+            "workers": workers,
+            "gpus_per_worker": gpus_per_worker,
+            "cpus_per_worker": cpus_per_worker,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        if given:
+            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, **given))
+        overrides = command_line_overrides(
+            spec,
+            root=root,
+            features=features,
+            splits=splits,
+            assignments=parse_assignments(assignments),
+        )
+        path = create_study_dir(
+            spec,
+            storage=storage or spec.storage or "studies_out",
+            overrides=overrides,
+            source=str(file),
+            synthetic=synthetic,
+        )
+    except (StudySpecError, StudyExistsError, ValueError) as error:
+        _fail(str(error))
+    click.echo(f"study {spec.name} -> {path}", err=True)
+    _run_study(
+        path,
+        address=address,
+        num_cpus=num_cpus,
+        max_concurrent=max_concurrent,
+        retry_errored=False,
+        quiet=quiet,
+        verbose=verbose,
+    )
+
+
+@study.command("resume")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--address", default=None, help="Ray cluster to use [default: a private local Ray].")
+@click.option(
+    "--num-cpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPUs of the private local Ray [default: all].",
+)
+@click.option(
+    "--retry-errored",
+    is_flag=True,
+    help="Also run errored trials again (for failures that may not repeat: a lost node, out "
+    "of memory). Optuna keeps them as failed: an Optuna trial is told once.",
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--verbose", is_flag=True, help="Also Ray's and Tune's own output.")
+def study_resume(directory, address, num_cpus, retry_errored, quiet, verbose):
+    """Finish the study in DIRECTORY after its driver stopped (killed, Ctrl-C, node lost).
+
+    \b
+    Finished trials are kept (not run again); unfinished ones continue, each run
+    from its newest checkpoint; an Optuna study continues the same Optuna study,
+    and the study ends with the number of trials its file asked for.
+    """
+    _run_study(
+        Path(directory),
+        address=address,
+        num_cpus=num_cpus,
+        max_concurrent=None,
+        retry_errored=retry_errored,
+        quiet=quiet,
+        verbose=verbose,
+    )
+
+
+@study.command("status")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def study_status(directory):
+    """Trials by state, the best so far and per pair, read from DIRECTORY's files (no Ray)."""
+    from cmcl.study.status import format_status, study_status
+
+    try:
+        click.echo(format_status(study_status(directory)))
+    except FileNotFoundError as error:
+        _fail(str(error))
+
+
+def _run_study(path, *, address, num_cpus, max_concurrent, retry_errored, quiet, verbose) -> None:
+    from cmcl.ray.study import run_study
+    from cmcl.study.status import format_status, study_status
+
+    try:
+        run_study(
+            path,
+            address=address,
+            num_cpus=num_cpus,
+            max_concurrent=max_concurrent,
+            retry_errored=retry_errored,
+            echo=not quiet,
+            verbose=verbose,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    click.echo(format_status(study_status(path)))

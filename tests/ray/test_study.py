@@ -1,0 +1,98 @@
+"""Studies on a private local Ray: a grid study where two trials fail (the rest completes).
+
+Runs are seconds long on the tiny feature store (tests/conftest.py). The
+slow tests (Optuna, ASHA, SIGKILL + resume) are in test_study_slow.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from conftest import tiny_overrides
+
+from cmcl.study.directory import create_study_dir
+from cmcl.study.naming import JOURNAL_FILE, TUNE_DIR, results_file
+from cmcl.study.records import read_trial_records
+from cmcl.study.spec import parse_spec
+from cmcl.study.status import format_status, study_status
+
+
+@pytest.fixture(scope="module")
+def private_ray(tmp_path_factory):
+    """One private 2-CPU Ray for the module, stopped at its end."""
+    import ray
+
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/ray-cmcl-study-tests")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+    )
+    yield
+    ray.shutdown()
+
+
+def tiny_settings(store, **extra):
+    settings = tiny_overrides(store, **extra)
+    return {k: v for k, v in settings.items() if k not in ("benchmark", "pair")}
+
+
+def test_grid_study_records_failing_trials_and_completes_the_rest(
+    private_ray, tiny_store, tmp_path
+):
+    from ray import tune
+
+    from cmcl.ray.study import run_study
+
+    spec = parse_spec(
+        {
+            "name": "failing",
+            "benchmark": "synthetic-epic",
+            "pairs": ["D2-D1"],
+            "methods": ["source_only"],
+            "settings": tiny_settings(tiny_store),
+            "variants": [
+                {"name": "ok"},
+                {"name": "nan", "settings": {"train.lr": 1e20}},
+                {"name": "nostore", "settings": {"data.features": str(tmp_path / "missing")}},
+            ],
+        }
+    )
+    path = create_study_dir(spec, storage=tmp_path)
+    run_study(path, echo=False)
+
+    records = {r["variant"]: r for r in read_trial_records(path)}
+    assert {v: r["state"] for v, r in records.items()} == {
+        "ok": "done",
+        "nan": "errored",
+        "nostore": "errored",
+    }
+    assert (
+        "NonFiniteLossError: loss term 'total' is nan at warmup step 2" in records["nan"]["reason"]
+    )
+    assert records["nan"]["reason"].startswith(f"run {records['nan']['runs'][0]} failed")
+    assert "missing" in records["nostore"]["reason"]
+    ok = records["ok"]
+    assert ok["value"] is not None and ok["per_pair"] == {"D2-D1": ok["value"]}
+
+    # Tune agrees (read without starting anything), and errors are errors there too.
+    grid = tune.Tuner.restore(str(path / TUNE_DIR), trainable="study_trial").get_results()
+    errors = {r.metrics.get("trial_id") or r.path.split("/")[-1]: r.error for r in grid}
+    assert len(errors) == 3 and sum(e is not None for e in errors.values()) == 2
+
+    frame = pd.read_parquet(results_file(path, ok["runs"][0]))
+    assert (
+        len(frame) == 7 and (frame["variant"] == "ok").all() and (frame["study"] == "failing").all()
+    )
+    # The value is the SPEC's: the mean of the last eval_last_k adaptation evaluations.
+    tail = frame[frame["stage"] == "adapt"]["target_acc"].tail(3)
+    assert ok["value"] == pytest.approx(tail.mean())
+
+    text = format_status(study_status(path))
+    assert "1 done" in text and "2 errored" in text and "NonFiniteLossError" in text
+    assert not (path / JOURNAL_FILE).exists()

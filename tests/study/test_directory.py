@@ -1,0 +1,177 @@
+"""Study directories: creation and refusal, data options, resources, and `status` from files."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cmcl.study.directory import (
+    MEMORY_BUNDLE,
+    StudyExistsError,
+    adaptation_evaluations,
+    command_line_overrides,
+    create_study_dir,
+    load_study_dir,
+    plan_resources,
+)
+from cmcl.study.naming import DRIVER_FILE
+from cmcl.study.records import new_record, read_json, write_json, write_trial_record
+from cmcl.study.spec import parse_spec
+from cmcl.study.status import format_status, study_status
+
+
+def spec_of(**extra):
+    return parse_spec(
+        {
+            "name": "d",
+            "benchmark": "synthetic-epic",
+            "pairs": ["D2-D1", "D3-D1"],
+            "methods": ["source_only", "cmco"],
+            **extra,
+        }
+    )
+
+
+def test_create_writes_spec_and_meta_and_refuses_to_overwrite(tmp_path):
+    spec = spec_of(tables=["table3_epic"], metric="snd")
+    path = create_study_dir(spec, storage=tmp_path, source="x.yaml")
+    assert path == (tmp_path / "d").resolve()
+    loaded, meta = load_study_dir(path)
+    assert loaded == spec
+    assert meta["selection_metric"] == "snd" and meta["mode"] == "max" and not meta["oracle"]
+    assert meta["tables"] == ["table3_epic"] and meta["trials"] == 4
+    assert meta["objective"] == "per_pair" and meta["name"] == "d"
+    with pytest.raises(StudyExistsError, match=r"already holds this study.*cmcl study resume"):
+        create_study_dir(spec, storage=tmp_path)
+    with pytest.raises(StudyExistsError, match=r"different study.*differs in: seeds"):
+        create_study_dir(spec_of(tables=["table3_epic"], metric="snd", seeds=2), storage=tmp_path)
+
+
+def test_command_line_overrides(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    both = parse_spec(
+        {
+            "name": "x",
+            "benchmark": ["epic", "ucf-hmdb"],
+            "pairs": ["D2-D1", "U-H"],
+            "methods": ["cmco"],
+            "search": {"lambda": [1.0]},
+        }
+    )
+    overrides = command_line_overrides(
+        both,
+        features=(str(tmp_path / "a"), f"ucf-hmdb={tmp_path / 'b'}"),
+        assignments={"T": 0.9},
+    )
+    assert overrides == {
+        "epic": {"data.features": str(tmp_path / "a"), "method.threshold": 0.9},
+        "ucf-hmdb": {"data.features": str(tmp_path / "b"), "method.threshold": 0.9},
+    }
+    # A real benchmark's name also addresses its synthetic twin; --root means video mode.
+    twin = command_line_overrides(both.on_synthetic(), root=(f"epic={tmp_path / 'a'}",))
+    assert twin == {"synthetic-epic": {"data.root": str(tmp_path / "a"), "model.backbone": "i3d"}}
+    with pytest.raises(ValueError, match="'kinetics' is not a benchmark of this study"):
+        command_line_overrides(both, features=(f"kinetics={tmp_path}",))
+    with pytest.raises(ValueError, match=r"features directory .*missing does not exist"):
+        command_line_overrides(both, features=(str(tmp_path / "missing"),))
+    with pytest.raises(ValueError, match=r"method\.lam is searched"):
+        command_line_overrides(both, assignments={"lambda": 2.0})
+    with pytest.raises(ValueError, match=r"--set: key 'seed'.*'seeds'"):
+        command_line_overrides(both, assignments={"seed": 2})
+    with pytest.raises(ValueError, match=r"settings for epic: threshold T must be in \(0, 1\]"):
+        command_line_overrides(both, assignments={"T": 2.0})
+
+
+@pytest.mark.parametrize(
+    ("extra", "cluster", "parallel", "concurrent", "bundles"),
+    [
+        ({}, {"CPU": 2}, 1, 2, [{"CPU": 1.0}]),
+        ({"objective": "mean"}, {"CPU": 2}, 2, 1, [MEMORY_BUNDLE, {"CPU": 1.0}, {"CPU": 1.0}]),
+        (
+            {"objective": "mean", "seeds": 3},
+            {"CPU": 16},
+            6,
+            2,
+            [MEMORY_BUNDLE] + [{"CPU": 1.0}] * 6,
+        ),
+        ({"seeds": 3}, {"CPU": 8}, 3, 2, [MEMORY_BUNDLE] + [{"CPU": 1.0}] * 3),
+        ({"resources": {"parallel_runs": 1}, "seeds": 3}, {"CPU": 8}, 1, 4, [{"CPU": 1.0}]),
+        (
+            {"resources": {"gpus_per_worker": 1, "cpus_per_worker": 4}},
+            {"CPU": 32, "GPU": 2},
+            1,
+            2,
+            [{"CPU": 4.0, "GPU": 1.0}],
+        ),
+        ({"resources": {"workers": 2}}, {"CPU": 8}, 1, 4, [MEMORY_BUNDLE]),
+        ({"max_concurrent": 1}, {"CPU": 8}, 1, 1, [{"CPU": 1.0}]),
+    ],
+)
+def test_plan_resources(extra, cluster, parallel, concurrent, bundles):
+    plan = plan_resources(spec_of(**extra), cluster)
+    assert (plan["parallel_runs"], plan["max_concurrent"], plan["bundles"]) == (
+        parallel,
+        concurrent,
+        bundles,
+    )
+
+
+def test_plan_resources_errors_and_override():
+    with pytest.raises(ValueError, match=r"needs 1 CPU and 1 GPU.*cluster has 4 CPU, 0 GPU"):
+        plan_resources(spec_of(resources={"gpus_per_worker": 1}), {"CPU": 4})
+    assert plan_resources(spec_of(), {"CPU": 8}, max_concurrent=3)["max_concurrent"] == 3
+
+
+def test_adaptation_evaluations():
+    spec = spec_of(settings={"train.eval_every": 10}, search={"train.steps": [100, 300]})
+    # 300 steps, evaluations every 10 and at the checkpoints (every 200) and the end
+    assert adaptation_evaluations(spec) == 30
+
+
+def _record(path, trial_id, state, **extra):
+    record = new_record(
+        trial_id,
+        plan={
+            "method": "cmco",
+            "variant": None,
+            "pairs": ["D2-D1"],
+            "params": {},
+            "description": f"cfg {trial_id}",
+        },
+        runs=[f"{trial_id}-D2-D1-s0"],
+    )
+    record.update(state=state, **extra)
+    write_trial_record(path, record)
+
+
+def test_status_from_files(tmp_path):
+    path = create_study_dir(spec_of(), storage=tmp_path)
+    text = format_status(study_status(path))
+    assert "0 done" in text and "4 pending" in text and "none finished yet" in text
+    assert "target_acc (oracle: uses target labels)" in text
+    _record(path, "t1", "done", value=50.0, per_pair={"D2-D1": 50.0})
+    _record(path, "t2", "done", value=60.0, per_pair={"D3-D1": 60.0})
+    _record(path, "t3", "errored", reason="NonFiniteLossError: loss term 'total' is nan")
+    _record(path, "t4", "running")
+    write_json(
+        path / DRIVER_FILE, {"pid": 1, "host": "h", "state": "running", "time": time.time() - 600}
+    )
+    status = study_status(path)
+    assert status.counts == {"pending": 0, "running": 1, "done": 2, "stopped": 0, "errored": 1}
+    assert status.best["trial_id"] == "t2"
+    assert {p: e["value"] for p, e in status.best_per_pair.items()} == {
+        "D2-D1": 50.0,
+        "D3-D1": 60.0,
+    }
+    text = format_status(status)
+    assert "best so far (any pair): target_acc (oracle: uses target labels) 60.00  trial t2" in text
+    assert "errored t3 (cfg t3): NonFiniteLossError: loss term 'total' is nan" in text
+    assert "not running" in text and "cmcl study resume" in text
+    assert read_json(path / "trials" / "t1.json")["state"] == "done"
+
+
+def test_status_needs_a_study(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a study directory"):
+        study_status(tmp_path)
