@@ -20,7 +20,6 @@ from cmcl.study.records import read_trial_records
 from cmcl.study.spec import parse_spec
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("cmcl.ray.train", reason="needs the Ray Train adapter (raytrain branch)")
 
 
 def _live_groups() -> list:

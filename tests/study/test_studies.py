@@ -15,25 +15,11 @@ from cmcl.study.directory import command_line_overrides, runs_per_trial
 from cmcl.study.spec import load_spec
 
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
-ISSUE3_METHODS = {
-    "mmd",
-    "mcd",
-    "adabn",
-    "mm_sada",
-    "mm_sada_modality",
-    "mm_sada_domain",
-    "pseudo_label",
-    "adv_adv",
-    "con_adv",
-}
-"""Baselines added by the methods branch; until it is merged, files naming them are skipped."""
 
 
 def loaded(path: Path):
     named = set(yaml.safe_load(path.read_text())["methods"])
-    missing = named - set(METHODS)
-    if missing and missing <= ISSUE3_METHODS:
-        pytest.skip(f"{path.name}: methods not registered yet: {', '.join(sorted(missing))}")
+    assert named <= set(METHODS), f"{path.name} names unregistered methods {named - set(METHODS)}"
     return load_spec(path)
 
 
