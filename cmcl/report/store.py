@@ -54,8 +54,10 @@ class StudyInfo:
 
     @property
     def tables(self) -> tuple[str, ...] | None:
+        """The paper tables the study declares; None when it declares none (the study
+        runner writes an empty list then), meaning every table its runs fill."""
         value = self.meta.get("tables")
-        return tuple(value) if isinstance(value, list | tuple) else None
+        return tuple(value) if isinstance(value, list | tuple) and value else None
 
 
 @dataclass

@@ -235,6 +235,17 @@ def test_declared_tables_and_real_data(tmp_path):
     assert not (tmp_path / "out" / "csv").exists() and "[CSV]" not in md
 
 
+def test_a_study_declaring_no_tables_gets_every_table_it_fills(tmp_path):
+    # `cmcl study run` writes `tables: []` for a study file without a `tables` key
+    # (the quickstart): its runs still fill Table 3.
+    runs = [Run(SYN, pair, "source_only", 0, 45.0) for pair in ("D2-D1", "D3-D1")]
+    study = write_study(tmp_path, "quick", runs, meta={"tables": []})
+    summary = build_report([study], tmp_path / "out", formats=["md"], max_tsne=0)
+    assert summary.tables == ["table3_epic/synthetic-epic"]
+    md = (tmp_path / "out" / "index.md").read_text()
+    assert "No finished run fills any row" not in md
+
+
 def test_best_rule_is_labelled_oracle(tmp_path):
     study = write_study(tmp_path, "s", [Run(SYN, "D2-D1", "cmco", 0, 45.0)])
     build_report([study], tmp_path / "out", formats=["csv", "md"], rule="best", max_tsne=0)
