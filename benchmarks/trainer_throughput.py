@@ -11,6 +11,7 @@ of a thread pool).
 
     python benchmarks/trainer_throughput.py [--steps 300] [--methods source_only,cmco]
     python benchmarks/trainer_throughput.py --methods all --repeats 2
+    python benchmarks/trainer_throughput.py --profile cmco --threads 1   # where a step's time goes
 """
 
 from __future__ import annotations
@@ -65,6 +66,30 @@ class StepTimer(Reporter):
         self.cpu.append(time.process_time())
 
 
+class StepProfiler(Reporter):
+    """torch.profiler over optimiser steps ``first`` to ``last``; prints the top operators."""
+
+    def __init__(self, first: int = 20, last: int = 70, rows: int = 15) -> None:
+        self.first, self.last, self.rows = first, last, rows
+        self.seen = 0
+        self.profile: torch.profiler.profile | None = None
+
+    def on_step(self, *, global_step: int) -> None:
+        self.seen += 1
+        if self.seen == self.first:
+            self.profile = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True
+            )
+            self.profile.__enter__()
+        elif self.seen == self.last and self.profile is not None:
+            self.profile.__exit__(None, None, None)
+            steps = self.last - self.first
+            table = self.profile.key_averages(group_by_input_shape=True).table(
+                sort_by="self_cpu_time_total", row_limit=self.rows, max_name_column_width=28
+            )
+            print(f"{steps} steps profiled (self CPU time totals over them):\n{table}")
+
+
 class Rate(NamedTuple):
     steps_per_s: float
     """Wall clock: depends on what else runs on the machine."""
@@ -72,8 +97,8 @@ class Rate(NamedTuple):
     """CPU milliseconds per step (all threads of this process): robust to other load."""
 
 
-def measure(store: Path, method: str, steps: int, pair: str) -> Rate:
-    config = RunConfig.from_overrides(
+def run_config(store: Path, method: str, steps: int, pair: str) -> RunConfig:
+    return RunConfig.from_overrides(
         {
             "benchmark": "epic",
             "pair": pair,
@@ -86,8 +111,11 @@ def measure(store: Path, method: str, steps: int, pair: str) -> Rate:
             "train.dump_features": 0,
         }
     )
+
+
+def measure(store: Path, method: str, steps: int, pair: str) -> Rate:
     timer = StepTimer()
-    fit(config, timer)
+    fit(run_config(store, method, steps, pair), timer)
     # skip the first steps (allocator warm-up); medians ignore the odd descheduled step
     wall = statistics.median(np.diff(timer.wall[10:]).tolist())
     cpu = statistics.median(np.diff(timer.cpu[10:]).tolist())
@@ -109,9 +137,17 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (1: CPU time is pure compute)"
     )
+    parser.add_argument(
+        "--profile", metavar="METHOD", help="profile steps 20-70 of METHOD and print the top ops"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = write_random_store(Path(tmp))
+            fit(run_config(store, args.profile, 80, args.pair), StepProfiler())
+        return
     methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
     if "source_only" not in methods:
         methods.insert(0, "source_only")
