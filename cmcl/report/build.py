@@ -11,6 +11,8 @@ setting); otherwise it would only repeat Table 3.
 from __future__ import annotations
 
 import shlex
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,8 @@ from cmcl.report.store import Results, load_results
 from cmcl.report.tables import TableResult, fill_table
 
 FORMATS = ("md", "tex", "csv", "html")
+OWNED = ("index.md", "index.tex", "index.html", "csv", "plots")
+"""What a report writes in its folder, and replaces wholesale when it is regenerated."""
 
 
 @dataclass
@@ -124,10 +128,37 @@ def build_report(
     max_tsne: int = 4,
     command: str | None = None,
 ) -> ReportSummary:
-    """Read ``dirs``, write ``out/index.<fmt>``, ``out/plots/`` and ``out/csv/``."""
+    """Read ``dirs``, write ``out/index.<fmt>``, ``out/plots/`` and ``out/csv/``.
+
+    The report is built in a staging folder beside ``out`` and then replaces
+    what a report owns in ``out`` (:data:`OWNED`): files of an earlier report
+    that this one does not write (plots of runs no longer read, a format not
+    asked for) go, other files in ``out`` stay, and a report that fails half
+    way leaves the earlier one intact.
+    """
     check_rule(rule)
     formats = parse_formats(formats)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        summary = _build(dirs, stage, formats, rule, max_tsne, command)
+        _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    summary.out = out
+    summary.files = [out / f.relative_to(stage) for f in summary.files]
+    return summary
+
+
+def _build(
+    dirs: Sequence[str | Path],
+    out: Path,
+    formats: Sequence[str],
+    rule: str,
+    max_tsne: int,
+    command: str | None,
+) -> ReportSummary:
     plots = out / "plots"
     results = load_results(dirs)
     runs = runs_with_accuracy(results, rule)
@@ -174,6 +205,19 @@ def build_report(
         doc.add(*feature_blocks(finished, plots, metric, max_tsne))
     summary.files = _write(doc, out, formats)
     return summary
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Replace every entry of :data:`OWNED` in ``out`` by the staged one (or none)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OWNED:
+        old = out / name
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        elif old.exists() or old.is_symlink():
+            old.unlink()
+        if (stage / name).exists():
+            (stage / name).rename(old)
 
 
 def _write(doc: Document, out: Path, formats: Sequence[str]) -> list[Path]:

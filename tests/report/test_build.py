@@ -246,6 +246,43 @@ def test_a_study_declaring_no_tables_gets_every_table_it_fills(tmp_path):
     assert "No finished run fills any row" not in md
 
 
+def test_regenerating_replaces_the_earlier_report_and_keeps_other_files(tmp_path):
+    out = tmp_path / "out"
+    first = write_study(tmp_path / "a", "s", [Run(SYN, "D2-D1", "cmco", 0, 45.0, features=True)])
+    build_report([first], out, formats=["md", "tex", "csv"], max_tsne=1)
+    old = {p.name for p in (out / "plots").iterdir()}
+    assert any(name.startswith("tsne_s_") for name in old) and (out / "index.tex").exists()
+    (out / "notes.txt").write_text("mine")
+    # Another study (other run ids) into the same folder, Markdown only.
+    second = write_study(tmp_path / "b", "t", [Run(SYN, "D3-D1", "cmco", 0, 47.0, features=True)])
+    summary = build_report([second], out, formats=["md"], max_tsne=1)
+    new = {p.name for p in (out / "plots").iterdir()}
+    assert new and not any(name.startswith("tsne_s_") for name in new)
+    assert not (out / "index.tex").exists() and not (out / "csv").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    assert summary.files == [out / "index.md"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+
+
+def test_a_failing_report_leaves_the_earlier_one_intact(tmp_path, monkeypatch):
+    import cmcl.report.build as build
+
+    out = tmp_path / "out"
+    study = write_study(tmp_path, "s", [Run(SYN, "D2-D1", "cmco", 0, 45.0)])
+    build_report([study], out, formats=["md"], max_tsne=0)
+    before = (out / "index.md").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("plotting failed")
+
+    monkeypatch.setattr(build, "training_curve_figures", broken)
+    with pytest.raises(RuntimeError, match="plotting failed"):
+        build_report([study], out, formats=["md"], max_tsne=0)
+    assert (out / "index.md").read_text() == before
+    assert (out / "plots").is_dir()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+
+
 def test_best_rule_is_labelled_oracle(tmp_path):
     study = write_study(tmp_path, "s", [Run(SYN, "D2-D1", "cmco", 0, 45.0)])
     build_report([study], tmp_path / "out", formats=["csv", "md"], rule="best", max_tsne=0)
