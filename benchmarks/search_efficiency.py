@@ -10,7 +10,9 @@ A shortened schedule keeps it to minutes on a laptop: 200 warm-up + 400
 adaptation steps (the synthetic benchmark's own is 600 + 1200), an evaluation
 every 20 steps.
 
-Figures: the grid's best; Optuna's best after each trial; the first trial at
+Figures: the grid's best and all its values (how flat the objective is: the
+share of grid points already within 0.5 of the best is the chance that one
+random trial is); Optuna's best after each trial; the first trial at
 which Optuna is within 0.5 points of the grid's best (per Optuna seed); the
 best each finds within N trials.
 
@@ -100,6 +102,12 @@ def main() -> None:
         grid_best = max(grid_values)
         print(
             f"grid: {len(grid_values)} trials, best {grid_best:.2f} ({time.perf_counter() - start:.0f} s)"
+        )
+        # How flat the objective is: a random point's chance to be within WITHIN already.
+        near = sum(v >= grid_best - WITHIN for v in grid_values)
+        print(
+            f"  grid values: {' '.join(f'{v:.1f}' for v in sorted(grid_values))}; "
+            f"{near}/{len(grid_values)} within {WITHIN} of the best"
         )
         for seed in [int(s) for s in args.optuna_seeds.split(",")]:
             start = time.perf_counter()
