@@ -75,7 +75,9 @@ def values_in_order(path: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--optuna-seeds", default="0", help="comma-separated sampler seeds")
+    parser.add_argument(
+        "--optuna-seeds", default="0", help="comma-separated sampler seeds (empty: the grid only)"
+    )
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--features", default=None)
     args = parser.parse_args()
@@ -109,7 +111,7 @@ def main() -> None:
             f"  grid values: {' '.join(f'{v:.1f}' for v in sorted(grid_values))}; "
             f"{near}/{len(grid_values)} within {WITHIN} of the best"
         )
-        for seed in [int(s) for s in args.optuna_seeds.split(",")]:
+        for seed in [int(s) for s in args.optuna_seeds.split(",") if s.strip()]:
             start = time.perf_counter()
             spec = parse_spec(
                 study_file(
