@@ -123,13 +123,35 @@ start_node() { # role log-name ray-start-args...
     echo "$role $!" >>"$STATE_DIR/pids"
 }
 
-wait_for_nodes() { # expected-alive-nodes
-    "$PYTHON" - "$RAY_ADDRESS" "$1" "$TIMEOUT_S" <<'EOF'
-import sys, time
+wait_for_nodes() { # expected-alive-nodes [head-pid: give up as soon as it exits]
+    # `timeout`: ray.init can block in its own GCS retries past our deadline.
+    timeout -k 5 $((${TIMEOUT_S%.*} + 30)) \
+        "$PYTHON" - "$RAY_ADDRESS" "$1" "$TIMEOUT_S" "${2:-0}" <<'EOF'
+import os, socket, sys, time
 import ray
 address, expected, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+head_pid = int(sys.argv[4])
 deadline = time.monotonic() + timeout
+def head_alive():
+    try:
+        os.kill(head_pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+host, port = address.rsplit(":", 1)
+while True:  # ray.init blocks long in its own retries: first wait for the GCS port
+    if head_pid and not head_alive():
+        sys.exit(f"the head's `ray start` exited before its GCS at {address} answered")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            sys.exit(f"head at {address} did not come up within {timeout:.0f} s")
+        time.sleep(0.5)
 while True:
+    if head_pid and not head_alive():
+        sys.exit(f"the head's `ray start` exited before its GCS at {address} answered")
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         break
@@ -190,12 +212,33 @@ EOF
             --metrics-export-port="${ports[base + 5]}"
         )
         if ((i == 0)); then
-            start_node head head --head --node-ip-address=127.0.0.1 --port="$gcs_port" \
-                --num-cpus="$HEAD_CPUS" --dashboard-host=127.0.0.1 \
-                --dashboard-port="$dashboard_port" --ray-client-server-port="$client_port" \
-                "${node_args[@]}"
-            # Workers can only join once the GCS answers.
-            wait_for_nodes 1 || { cmd_down_quiet; die "head failed; see $STATE_DIR/logs/head.log"; }
+            # Ray gives a new node's raylet a fixed 30 s to register; a cold start
+            # (first run of a fresh environment, a loaded machine) can take longer
+            # and `ray start` then exits. One retry, on the same ports, covers that.
+            local attempt head_pid
+            for attempt in 1 2; do
+                start_node head head --head --node-ip-address=127.0.0.1 --port="$gcs_port" \
+                    --num-cpus="$HEAD_CPUS" --dashboard-host=127.0.0.1 \
+                    --dashboard-port="$dashboard_port" --ray-client-server-port="$client_port" \
+                    "${node_args[@]}"
+                head_pid="$(awk '$1 == "head" {pid = $2} END {print pid}' "$STATE_DIR/pids")"
+                # Workers can only join once the GCS answers.
+                wait_for_nodes 1 "$head_pid" && break
+                if ((attempt == 2)); then
+                    cmd_down_quiet
+                    die "head failed twice; see $STATE_DIR/logs/head.log"
+                fi
+                echo "local.sh: the head did not start (log: $STATE_DIR/logs/head.log.1); retrying once" >&2
+                # Its GCS and raylet may outlive the `ray start` that exited: end the
+                # whole process group and anything else running from its temp dir.
+                stop_group "$head_pid"
+                kill -KILL -- "-$head_pid" 2>/dev/null || true
+                pkill -KILL -f -- "$ray_tmp/n0" 2>/dev/null || true
+                sleep 1
+                rm -rf "$ray_tmp/n0"
+                mv "$STATE_DIR/logs/head.log" "$STATE_DIR/logs/head.log.1"
+                sed -i '/^head /d' "$STATE_DIR/pids"
+            done
         else
             start_node worker "worker$i" --address="$RAY_ADDRESS" \
                 --num-cpus="$CPUS_PER_WORKER" "${node_args[@]}"
