@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Many tests read the real files in ../shared; without it they would fail one by
+    # one (some at import), so say once what is missing instead.
+    if not (SHARED / "data").is_dir() or not (SHARED / "paper" / "tables.json").is_file():
+        raise pytest.UsageError(
+            f"the tests read the shared files at {SHARED} (data/ and paper/tables.json), "
+            "which are not there: run them from a checkout that sits beside shared/"
+        )
+
+
 def write_tiny_store(root: Path, *, dim: int = 16, windows: int = 3, seed: int = 0) -> Path:
     """Three EPIC-like domains with class-dependent random features (learnable, small)."""
     rng = np.random.default_rng(seed)

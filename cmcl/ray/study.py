@@ -272,7 +272,7 @@ def _new_tuner(
             search_alg=search_alg,
             scheduler=_scheduler(spec, meta),
             trial_dirname_creator=trial_dirname,
-            reuse_actors=True,
+            reuse_actors=spec.resources.workers == 1,
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
