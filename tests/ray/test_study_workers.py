@@ -4,7 +4,9 @@ shared/RAY_NOTES.md: when ASHA stops a trial that runs a TorchTrainer, the
 workers' placement group leaks unless Ray's State API is up (ray[default] with
 the dashboard); two leaks and the sweep hangs. run_study starts its private
 Ray with the dashboard for such studies; this test starts one the same way
-and checks that the sweep finishes and no placement group is left behind.
+and checks that the sweep finishes, no placement group is left behind, and a
+stopped trial's training really stops (multi-worker trials do not reuse Tune's
+actors: a reused actor kept the stopped trial's TorchTrainer running).
 """
 
 from __future__ import annotations
@@ -73,3 +75,10 @@ def test_two_worker_trials_stopped_by_asha_do_not_leak_or_hang(tiny_store, tmp_p
     assert len(records) == 4 and "stopped" in states and "done" in states, states
     done = next(r for r in records if r["state"] == "done")
     assert (path / "runs" / done["runs"][0] / "summary.json").exists()
+    # A stopped trial's training ends with it. With Tune's actor reuse it did not:
+    # the stopped trial's TorchTrainer trained to the end in the cached actor
+    # (summary.json written), holding its workers and placement group meanwhile.
+    for record in records:
+        if record["state"] == "stopped":
+            run = path / "runs" / record["runs"][0]
+            assert not (run / "summary.json").exists(), f"{run.name} trained on after its stop"
