@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,23 @@ def cluster_env(state: Path) -> dict[str, str]:
     return client_env(values)
 
 
+def live_nodes(ray_status: str) -> int:
+    """Nodes `ray status` lists as active or idle (a dead one is under "Recent failures")."""
+    listed = ray_status.split("Active:")[1].split("Pending:")[0]
+    return len(re.findall(r"^\s*1 node_[0-9a-f]+", listed, flags=re.M))
+
+
+def node_logs(state: Path, ray_tmp: str) -> str:
+    """The tails of the nodes' logs, for a failure message (`down` deletes them)."""
+    logs = sorted((state / "logs").glob("*.log*"))
+    if ray_tmp:
+        logs += sorted(Path(ray_tmp).glob("*/session_latest/logs/raylet.out"))
+    return "".join(
+        f"\n--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        for log in logs
+    )
+
+
 def processes_mentioning(text: str) -> list[str]:
     found = subprocess.run(["pgrep", "-f", "--", text], capture_output=True, text=True)
     return found.stdout.split()
@@ -85,17 +103,26 @@ def test_up_status_job_down(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         assert "total: CPU=2 GPU=0" in status.stdout
 
-        ray_status = subprocess.run(
-            ["ray", "status"], capture_output=True, text=True, timeout=120, env=env
-        )
-        assert ray_status.returncode == 0, ray_status.stderr
-        active = ray_status.stdout.split("Active:")[1].split("Pending:")[0]
-        assert len(re.findall(r"^\s*1 node_[0-9a-f]+", active, flags=re.M)) == 3
+        # `ray status` reads the autoscaler's view, which can trail the GCS node
+        # table that `up` waited on: give it a little time, then say what it showed.
+        deadline = time.monotonic() + 60
+        while True:
+            ray_status = subprocess.run(
+                ["ray", "status"], capture_output=True, text=True, timeout=120, env=env
+            )
+            assert ray_status.returncode == 0, ray_status.stderr
+            live = live_nodes(ray_status.stdout)
+            if live == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert live == 3, ray_status.stdout + node_logs(state, ray_tmp)
 
         driver = subprocess.run(
             [sys.executable, "-c", DRIVER], capture_output=True, text=True, timeout=180, env=env
         )
-        assert "ALIVE=3 USED=2" in driver.stdout, driver.stdout + driver.stderr
+        assert "ALIVE=3 USED=2" in driver.stdout, (
+            driver.stdout + driver.stderr + node_logs(state, ray_tmp)
+        )
 
         # Token auth is on: the same address without the token is refused.
         no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}

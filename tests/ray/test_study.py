@@ -96,3 +96,48 @@ def test_grid_study_records_failing_trials_and_completes_the_rest(
     text = format_status(study_status(path))
     assert "1 done" in text and "2 errored" in text and "NonFiniteLossError" in text
     assert not (path / JOURNAL_FILE).exists()
+
+
+def test_resume_runs_errored_trials_again_only_when_asked(private_ray, tiny_store, tmp_path):
+    import shutil
+
+    from cmcl.ray.study import run_study
+
+    late = tmp_path / "late_store"  # appears after the first attempt, as a remounted disk would
+    spec = parse_spec(
+        {
+            "name": "retry",
+            "benchmark": "synthetic-epic",
+            "pairs": ["D2-D1"],
+            "methods": ["source_only"],
+            "settings": tiny_settings(tiny_store),
+            "variants": [
+                {"name": "ok"},
+                {"name": "late", "settings": {"data.features": str(late)}},
+            ],
+        }
+    )
+    path = create_study_dir(spec, storage=tmp_path)
+    run_study(path, echo=False)
+    first = {r["variant"]: r for r in read_trial_records(path)}
+    assert {v: r["state"] for v, r in first.items()} == {"ok": "done", "late": "errored"}
+    ok_file = results_file(path, first["ok"]["runs"][0])
+    ok_stamp = ok_file.stat().st_mtime_ns
+
+    # A plain resume keeps the errored trial errored (a NaN would only repeat).
+    run_study(path, echo=False)
+    assert {r["variant"]: r["state"] for r in read_trial_records(path)} == {
+        "ok": "done",
+        "late": "errored",
+    }
+
+    shutil.copytree(tiny_store, late)
+    run_study(path, retry_errored=True, echo=False)
+    records = {r["variant"]: r for r in read_trial_records(path)}
+    assert {v: r["state"] for v, r in records.items()} == {"ok": "done", "late": "done"}
+    assert records["late"]["trial_id"] == first["late"]["trial_id"]
+    assert records["late"]["value"] is not None
+    assert records["ok"] == first["ok"] and ok_file.stat().st_mtime_ns == ok_stamp
+    frame = pd.read_parquet(results_file(path, records["late"]["runs"][0]))
+    assert len(frame) == 7 and not frame.duplicated(["stage", "step"]).any()
+    assert "2 done" in format_status(study_status(path))
