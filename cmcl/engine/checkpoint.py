@@ -2,8 +2,9 @@
 
 A checkpoint is a directory (so Ray Train can persist it as is)::
 
-    state.pt    method (model, heads, banks), optimiser, scheduler, RNG states,
-                position (stage, step) and the evaluation history
+    state.pt    method (model, heads, banks), optimiser, scheduler, RNG states
+                (rank 0's, and every worker's under DDP), position (stage,
+                step) and the evaluation history
     meta.json   stage, step, global step, config: readable without torch
 """
 
@@ -30,6 +31,8 @@ class Position:
     stage: str
     steps_done: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    own_rng: bool = True
+    """Whether this worker's own random state was restored (False: it has rank 0's)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -85,8 +88,13 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     position: Position,
     meta: dict[str, Any],
+    worker_rng: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically (a partial one never appears under its name)."""
+    """Write a checkpoint directory atomically (a partial one never appears under its name).
+
+    ``worker_rng``: every DDP worker's :func:`rng_state`, in rank order (their
+    dropout streams differ); None in one process.
+    """
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -96,6 +104,7 @@ def save_checkpoint(
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
+            "worker_rng": worker_rng,
             "stage": position.stage,
             "steps_done": position.steps_done,
             "history": position.history,
@@ -114,8 +123,15 @@ def load_checkpoint(
     method: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    rank: int = 0,
+    world: int = 1,
 ) -> Position:
-    """Restore states in place and return where the run was."""
+    """Restore states in place and return where the run was.
+
+    Worker ``rank`` of ``world`` gets its own random state when the checkpoint
+    was written by as many workers; otherwise rank 0's (``Position.own_rng``
+    says which, so that the caller can derive a stream of its own).
+    """
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint state here")
@@ -123,9 +139,14 @@ def load_checkpoint(
     method.load_state_dict(state["method"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
+    workers = state.get("worker_rng")  # absent in checkpoints older than per-worker streams
+    own = rank == 0 or (workers is not None and len(workers) == world)
+    set_rng_state(workers[rank] if own and workers is not None else state["rng"])
     return Position(
-        stage=state["stage"], steps_done=int(state["steps_done"]), history=list(state["history"])
+        stage=state["stage"],
+        steps_done=int(state["steps_done"]),
+        history=list(state["history"]),
+        own_rng=own,
     )
 
 

@@ -79,6 +79,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def worker_seed(seed: int, rank: int, global_step: int) -> int:
+    """The torch seed of DDP worker ``rank`` > 0 from ``global_step`` on (rank 0 keeps ``seed``'s stream).
+
+    Workers share everything built from ``seed`` (parameters, banks) but draw
+    their own dropout masks, as one process does over the whole global batch.
+    """
+    entropy = np.random.SeedSequence([seed, rank, global_step]).generate_state(2, np.uint32)
+    return int(entropy[0]) << 31 ^ int(entropy[1])
+
+
 def lr_factor(global_step: int, *, warmup: int, lr_step: int, gamma: float) -> float:
     """SPEC section 7: lr constant in warm-up, divided by 1/gamma at adaptation step ``lr_step``."""
     if lr_step <= 0:
@@ -154,13 +164,28 @@ class _Trainer:
         if resume == "auto":
             resume = ckpt.latest_checkpoint(self.run_dir) if self.run_dir else None
         if resume is None:
+            self.own_stream(restored=False)
             return
         self.position = ckpt.load_checkpoint(
-            resume, method=self.method, optimizer=self.optimizer, scheduler=self.scheduler
+            resume,
+            method=self.method,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            rank=dist.rank(),
+            world=dist.world_size(),
         )
+        self.own_stream(restored=self.position.own_rng)
         if self.position.history:
             self.elapsed_before = float(self.position.history[-1].get("elapsed_s", 0.0))
         log.info("resumed from %s (%s step %d)", resume, *self._where())
+
+    def own_stream(self, *, restored: bool) -> None:
+        """Give DDP worker rank > 0 its own torch random stream (its dropout masks)."""
+        if dist.rank() == 0 or restored:
+            return
+        torch.manual_seed(
+            worker_seed(self.config.train.seed, dist.rank(), self.global_step(*self._where()))
+        )
 
     def _where(self) -> tuple[str, int]:
         return self.position.stage, self.position.steps_done
@@ -363,6 +388,7 @@ class _Trainer:
         assert self.run_dir is not None
         global_step = self.global_step(stage, done)
         path = self.run_dir / "checkpoints" / f"step_{global_step:07d}"
+        workers = dist.all_gather_object(ckpt.rng_state()) if dist.is_distributed() else None
         if self.chief:
             ckpt.save_checkpoint(
                 path,
@@ -371,6 +397,7 @@ class _Trainer:
                 scheduler=self.scheduler,
                 position=self.position,
                 meta={"stage": stage, "step": done, "global_step": global_step},
+                worker_rng=workers,
             )
             ckpt.prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
         dist.barrier()

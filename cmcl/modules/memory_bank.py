@@ -77,9 +77,14 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def reset_random(self, generator: torch.Generator | None = None) -> None:
-        """Random unit rows, all marked unwritten (the cheap initialisation)."""
+        """Random unit rows, all marked unwritten (the cheap initialisation).
+
+        Under DDP every worker ends with rank 0's rows: workers draw from their
+        own random streams (their dropout masks differ), but a bank is replicated.
+        """
         rows = torch.randn(self.memory.shape, generator=generator)
         self.memory.copy_(F.normalize(rows, dim=1))
+        dist.broadcast_(self.memory)
         self.written.zero_()
 
     @torch.no_grad()

@@ -30,6 +30,8 @@ CASES = {
     "source_only": {"method": "source_only"},
     "cmco_per_anchor": {"method": "cmco", "method.cross_domain_form": "per_anchor"},
     "cmco_batch": {"method": "cmco", "method.cross_domain_form": "batch"},
+    # Random banks are drawn from rank 0's stream and broadcast: workers' streams differ.
+    "cmco_random_banks": {"method": "cmco", "method.bank_init": "random"},
 }
 # Defaults: dropout, and batch norm with each worker's own statistics.
 DEFAULT_MODEL = {"default_model": {"method": "cmco", "model.dropout": 0.5, "model.sync_bn": False}}
@@ -66,7 +68,8 @@ def _worker(rank: int, world: int, port: int, store: str, out: str) -> None:
             def after_step(self, result, ctx, original=original, digests=digests, seen=seen):
                 original(self, result, ctx)
                 seen["method"] = self
-                digests.append([_digest(self, "banks."), _digest(self, "model.")])
+                rng = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()
+                digests.append([_digest(self, "banks."), _digest(self, "model."), rng])
 
             class AtEvaluation(Reporter):
                 """Digest of everything the evaluation used (BN running statistics included)."""
@@ -140,10 +143,11 @@ def test_two_workers_match_one_process(tiny_store, two_workers, case):
         assert any(0 < row["pl_coverage"] < 100 for row in single)
 
 
-@pytest.mark.parametrize("case", ["cmco_per_anchor", "cmco_batch"])
+@pytest.mark.parametrize("case", ["cmco_per_anchor", "cmco_batch", "cmco_random_banks"])
 def test_workers_hold_identical_banks_and_parameters_after_every_step(two_workers, case):
     first, second = (
-        json.loads((two_workers / f"{case}-rank{r}.json").read_text())["digests"] for r in (0, 1)
+        [d[:2] for d in json.loads((two_workers / f"{case}-rank{r}.json").read_text())["digests"]]
+        for r in (0, 1)
     )
     assert len(first) == len(second) == 6 + 8
     assert first == second
@@ -163,3 +167,16 @@ def test_default_model_workers_evaluate_and_checkpoint_the_same_model(two_worker
     assert first["evaluation_digests"] == second["evaluation_digests"]
     # Banks stay identical at every step; parameters too (DDP), whatever the BN statistics.
     assert [d[0] for d in first["digests"]] == [d[0] for d in second["digests"]]
+
+
+def test_default_model_workers_draw_their_own_dropout_masks(two_workers):
+    """One process draws a dropout mask per row of the global batch; so must the workers
+    (one shared stream would give every worker's rows the same masks)."""
+    first, second = (
+        json.loads((two_workers / f"default_model-rank{r}.json").read_text())["digests"]
+        for r in (0, 1)
+    )
+    assert len(first) == len(second) == 6 + 8
+    assert all(a[2] != b[2] for a, b in zip(first, second, strict=True))
+    # Each stream advances at every step (dropout 0.5 draws).
+    assert len({d[2] for d in first}) == len(first)
