@@ -9,6 +9,7 @@ from typing import Any
 from cmcl.config import RunConfig, normalise_pair
 from cmcl.data.benchmarks import BENCHMARKS
 from cmcl.study._parse import Reader, StudySpecError, canonical_key, check_settings
+from cmcl.study.naming import storage_path
 from cmcl.study.spec import (
     METRICS,
     OBJECTIVES,
@@ -59,7 +60,7 @@ def build_spec(reader: Reader, *, keys: tuple[str, ...]) -> StudySpec:
         resources=_resources(reader.child("resources", {})),
         max_concurrent=reader.child("max_concurrent", None).integer(minimum=1, allow_none=True),
         max_failures=reader.child("max_failures", 0).integer(minimum=0) or 0,
-        storage=_optional_string(reader.child("storage", None)),
+        storage=_storage(reader.child("storage", None)),
         tables=_tables(reader.child("tables", [])),
         **_searcher_options(reader, searcher),
     )
@@ -81,6 +82,16 @@ def _search(reader: Reader) -> tuple[SearchParam, ...]:
 
 def _optional_string(reader: Reader) -> str | None:
     return None if reader.data is None else reader.string()
+
+
+def _storage(reader: Reader) -> str | None:
+    value = _optional_string(reader)
+    if value is not None:
+        try:
+            storage_path(value)
+        except ValueError as error:
+            raise reader.error(str(error)) from None
+    return value
 
 
 def _benchmarks(reader: Reader) -> tuple[str, ...]:

@@ -7,7 +7,10 @@ checkpoints, under the same names.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 SPEC_FILE = "spec.yaml"
 STUDY_FILE = "study.json"
@@ -33,9 +36,33 @@ def parse_run_id(text: str) -> tuple[str, str, int]:
     return trial_id, rest, int(seed)
 
 
+def storage_path(storage: str | Path) -> Path:
+    """The directory a ``storage`` value names: a path, or a ``file://`` URI.
+
+    Raises:
+        ValueError: an object-store URI (``s3://``, ``gs://``...), which a study
+            directory cannot be: its Optuna journal needs file locks, result
+            files are appended and runs write their directories in place.
+    """
+    text = str(storage)
+    scheme = _URI.match(text)
+    if scheme is None:
+        return Path(text).expanduser()
+    if scheme.group(1).lower() == "file":
+        return Path(text[len("file://") :])
+    raise ValueError(
+        f"storage {text!r}: a study directory must be a filesystem path, not a "
+        f"{scheme.group(1)}:// URI (its Optuna journal needs file locks and its runs "
+        "write files in place). On one machine use a local directory; on a cluster, "
+        "a directory every node mounts at the same path (NFS, EFS, Filestore). To keep "
+        "a copy in object storage, sync the study directory there afterwards "
+        "(e.g. `aws s3 sync DIR s3://...`)."
+    )
+
+
 def study_dir(storage: str | Path, name: str) -> Path:
     """``<storage>/<name>``, absolute (Tune trials run in other working directories)."""
-    return (Path(storage).expanduser() / name).resolve()
+    return (storage_path(storage) / name).resolve()
 
 
 def run_dir(study: Path, run: str) -> Path:

@@ -48,6 +48,15 @@ def test_create_writes_spec_and_meta_and_refuses_to_overwrite(tmp_path):
         create_study_dir(spec_of(tables=["table3_epic"], metric="snd", seeds=2), storage=tmp_path)
 
 
+def test_storage_is_a_path_or_a_file_uri(tmp_path):
+    spec = spec_of()
+    assert create_study_dir(spec, storage=f"file://{tmp_path}/a") == (tmp_path / "a" / "d")
+    for uri in ("s3://bucket/studies", "gs://bucket/x"):
+        with pytest.raises(ValueError, match=r"must be a filesystem path.*(NFS|sync)"):
+            create_study_dir(spec, storage=uri)
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
 def test_command_line_overrides(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
