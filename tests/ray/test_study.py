@@ -42,6 +42,20 @@ def tiny_settings(store, **extra):
     return {k: v for k, v in settings.items() if k not in ("benchmark", "pair")}
 
 
+def variants_spec(name: str, store, *variants: dict):
+    """A grid study of source_only on D2-D1 over ``variants`` on the tiny store."""
+    return parse_spec(
+        {
+            "name": name,
+            "benchmark": "synthetic-epic",
+            "pairs": ["D2-D1"],
+            "methods": ["source_only"],
+            "settings": tiny_settings(store),
+            "variants": list(variants),
+        }
+    )
+
+
 def test_grid_study_records_failing_trials_and_completes_the_rest(
     private_ray, tiny_store, tmp_path
 ):
@@ -49,19 +63,12 @@ def test_grid_study_records_failing_trials_and_completes_the_rest(
 
     from cmcl.ray.study import run_study
 
-    spec = parse_spec(
-        {
-            "name": "failing",
-            "benchmark": "synthetic-epic",
-            "pairs": ["D2-D1"],
-            "methods": ["source_only"],
-            "settings": tiny_settings(tiny_store),
-            "variants": [
-                {"name": "ok"},
-                {"name": "nan", "settings": {"train.lr": 1e20}},
-                {"name": "nostore", "settings": {"data.features": str(tmp_path / "missing")}},
-            ],
-        }
+    spec = variants_spec(
+        "failing",
+        tiny_store,
+        {"name": "ok"},
+        {"name": "nan", "settings": {"train.lr": 1e20}},
+        {"name": "nostore", "settings": {"data.features": str(tmp_path / "missing")}},
     )
     path = create_study_dir(spec, storage=tmp_path)
     run_study(path, echo=False)
@@ -104,18 +111,11 @@ def test_resume_runs_errored_trials_again_only_when_asked(private_ray, tiny_stor
     from cmcl.ray.study import run_study
 
     late = tmp_path / "late_store"  # appears after the first attempt, as a remounted disk would
-    spec = parse_spec(
-        {
-            "name": "retry",
-            "benchmark": "synthetic-epic",
-            "pairs": ["D2-D1"],
-            "methods": ["source_only"],
-            "settings": tiny_settings(tiny_store),
-            "variants": [
-                {"name": "ok"},
-                {"name": "late", "settings": {"data.features": str(late)}},
-            ],
-        }
+    spec = variants_spec(
+        "retry",
+        tiny_store,
+        {"name": "ok"},
+        {"name": "late", "settings": {"data.features": str(late)}},
     )
     path = create_study_dir(spec, storage=tmp_path)
     run_study(path, echo=False)
