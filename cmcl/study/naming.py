@@ -51,9 +51,9 @@ def storage_path(storage: str | Path) -> Path:
     if scheme.group(1).lower() == "file":
         return Path(text[len("file://") :])
     raise ValueError(
-        f"storage {text!r}: a study directory must be a filesystem path, not a "
-        f"{scheme.group(1)}:// URI (its Optuna journal needs file locks and its runs "
-        "write files in place). On one machine use a local directory; on a cluster, "
+        f"storage {text!r}: a study directory must be a filesystem path; "
+        f"{scheme.group(1)}:// URIs are not supported (its Optuna journal needs file "
+        "locks and its runs write files in place). On one machine use a local directory; on a cluster, "
         "a directory every node mounts at the same path (NFS, EFS, Filestore). To keep "
         "a copy in object storage, sync the study directory there afterwards "
         "(e.g. `aws s3 sync DIR s3://...`)."

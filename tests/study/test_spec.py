@@ -153,7 +153,7 @@ def test_on_synthetic_maps_real_benchmarks_and_names():
         (base(variants=[{"name": "a", "methods": ["cmco"]}]), ["'variants[0].methods'", "'cmco'"]),
         (base(variants=[{"name": "a"}, {"name": "a"}]), ["'variants[1].name'", "twice"]),
         (base(name="a/b"), ["'name'", "directory"]),
-        (base(storage="s3://bucket/studies"), ["'storage'", "s3:// URI", "NFS"]),
+        (base(storage="s3://bucket/studies"), ["'storage'", "s3:// URIs are not supported", "NFS"]),
         ({"benchmark": "epic"}, ["'name'", "required"]),
     ],
 )
