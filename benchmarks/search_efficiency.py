@@ -17,7 +17,10 @@ which Optuna is within 0.5 points of the grid's best (per Optuna seed); the
 best each finds within N trials.
 
     PYTHONPATH=. python benchmarks/search_efficiency.py [--trials 16] [--optuna-seeds 0,1]
-        [--features DIR]   (a feature store instead of the synthetic benchmark's)
+        [--space box|wide] [--features DIR]   (a feature store instead of the synthetic benchmark's)
+
+``--space wide`` searches tau (log, 0.02-2.0) x T (0.2-0.8) instead, with the
+grid tau 0.02, 0.1, 0.5, 2.0 x T 0.2, 0.4, 0.6, 0.8.
 """
 
 from __future__ import annotations
@@ -41,7 +44,25 @@ SCHEDULE = {
 }
 
 
-def study_file(name: str, *, searcher: str, trials: int, seed: int, features: str | None) -> dict:
+# name -> (the grid, the box Optuna samples): each grid spans its box.
+SPACES = {
+    # lambda x T around the paper's defaults (1.0, 0.8).
+    "box": (
+        {"lambda": [0.5, 1.0, 1.5, 2.0], "T": [0.6, 0.7, 0.8, 0.9]},
+        {"lambda": {"low": 0.5, "high": 2.0}, "T": {"low": 0.6, "high": 0.9}},
+    ),
+    # tau x T over a wide range (tau log-spaced): the synthetic objective is flat in
+    # "box", so this asks whether the searchers differ where it is not.
+    "wide": (
+        {"tau": [0.02, 0.1, 0.5, 2.0], "T": [0.2, 0.4, 0.6, 0.8]},
+        {"tau": {"low": 0.02, "high": 2.0, "log": True}, "T": {"low": 0.2, "high": 0.8}},
+    ),
+}
+
+
+def study_file(
+    name: str, *, searcher: str, trials: int, seed: int, features: str | None, space: str = "box"
+) -> dict:
     settings = dict(SCHEDULE)
     if features:
         settings["data.features"] = features
@@ -56,10 +77,11 @@ def study_file(name: str, *, searcher: str, trials: int, seed: int, features: st
         "metric": "target_acc",
         "searcher": searcher,
     }
+    grid, box = SPACES[space]
     if searcher == "grid":
-        data["search"] = {"lambda": [0.5, 1.0, 1.5, 2.0], "T": [0.6, 0.7, 0.8, 0.9]}
+        data["search"] = grid
     else:
-        data["search"] = {"lambda": {"low": 0.5, "high": 2.0}, "T": {"low": 0.6, "high": 0.9}}
+        data["search"] = box
         data["trials"] = trials
         data["optuna"] = {"seed": seed}
     return data
@@ -80,6 +102,7 @@ def main() -> None:
     )
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--features", default=None)
+    parser.add_argument("--space", choices=sorted(SPACES), default="box")
     args = parser.parse_args()
 
     import ray
@@ -95,7 +118,14 @@ def main() -> None:
         start = time.perf_counter()
         grid = create_study_dir(
             parse_spec(
-                study_file("grid", searcher="grid", trials=16, seed=0, features=args.features)
+                study_file(
+                    "grid",
+                    searcher="grid",
+                    trials=16,
+                    seed=0,
+                    features=args.features,
+                    space=args.space,
+                )
             ),
             storage=work,
         )
@@ -120,6 +150,7 @@ def main() -> None:
                     trials=args.trials,
                     seed=seed,
                     features=args.features,
+                    space=args.space,
                 )
             )
             path = create_study_dir(spec, storage=work)
