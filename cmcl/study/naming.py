@@ -7,10 +7,7 @@ checkpoints, under the same names.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-
-_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 SPEC_FILE = "spec.yaml"
 STUDY_FILE = "study.json"
@@ -44,19 +41,20 @@ def storage_path(storage: str | Path) -> Path:
             directory cannot be: its Optuna journal needs file locks, result
             files are appended and runs write their directories in place.
     """
-    text = str(storage)
-    scheme = _URI.match(text)
-    if scheme is None:
-        return Path(text).expanduser()
-    if scheme.group(1).lower() == "file":
-        return Path(text[len("file://") :])
+    # The same reading of paths and URIs as a Ray Train run's --storage (no Ray import).
+    from cmcl.ray.storage import is_uri, resolve_storage
+
+    resolved = resolve_storage(storage)
+    if not is_uri(resolved):
+        return Path(resolved)
+    scheme = resolved.split("://", 1)[0]
     raise ValueError(
-        f"storage {text!r}: a study directory must be a filesystem path; "
-        f"{scheme.group(1)}:// URIs are not supported (its Optuna journal needs file "
-        "locks and its runs write files in place). On one machine use a local directory; on a cluster, "
-        "a directory every node mounts at the same path (NFS, EFS, Filestore). To keep "
-        "a copy in object storage, sync the study directory there afterwards "
-        "(e.g. `aws s3 sync DIR s3://...`)."
+        f"storage {str(storage)!r}: a study directory must be a filesystem path; "
+        f"{scheme}:// URIs are not supported (its Optuna journal needs file "
+        "locks and its runs write files in place). On one machine use a local directory; "
+        "on a cluster, a directory every node mounts at the same path (NFS, EFS, "
+        "Filestore). To keep a copy in object storage, sync the study directory there "
+        "afterwards (e.g. `aws s3 sync DIR s3://...`)."
     )
 
 
