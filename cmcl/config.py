@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -44,9 +45,33 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
+    # NaN fails no comparison, so finiteness is checked explicitly.
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if not finite or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value}")
+        what = "a finite number " if isinstance(value, float) else ""
+        raise ValueError(f"{name} must be {what}{bound}, got {value}")
+
+
+def _within(name: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
+    """``low <= value <= high`` (``< high`` when ``high_open``); NaN is outside every range."""
+    inside = low <= value < high if high_open else low <= value <= high
+    if not inside:
+        raise ValueError(
+            f"{name} must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value}"
+        )
+
+
+def _finite_floats(section: str, config: Any) -> None:
+    """Every float field is finite: the catch-all for a field without its own range check."""
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{section}.{item.name} must be a finite number, got {value}")
+
+
+SEED_LIMIT = 1 << 63
+"""Seeds feed numpy's SeedSequence (no negatives) and torch.manual_seed (64 bits)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,7 @@ class DataConfig:
                 f"data.loader_workers must be >= 0, or -1 for auto; got {self.loader_workers}"
             )
         _positive("data.crop_size", self.crop_size)
+        _finite_floats("data", self)
 
 
 @dataclass(frozen=True)
@@ -108,6 +134,7 @@ class ModelConfig:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         for name in ("feature_dim", "proj_hidden", "proj_dim"):
             _positive(f"model.{name}", getattr(self, name))
+        _finite_floats("model", self)
 
 
 @dataclass(frozen=True)
@@ -139,7 +166,9 @@ class MethodConfig:
         if not 0.01 <= self.tau <= 10.0:
             raise ValueError(f"method.tau must be in [0.01, 10], got {self.tau}")
         if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold T must be in (0, 1], got {self.threshold}")
+            raise ValueError(
+                f"method.threshold: threshold T must be in (0, 1], got {self.threshold}"
+            )
         if not 0.0 <= self.delta < 1.0:
             raise ValueError(f"method.delta (bank momentum) must be in [0, 1), got {self.delta}")
         _choice("method.cross_domain_form", self.cross_domain_form, ("per_anchor", "batch"))
@@ -152,6 +181,7 @@ class MethodConfig:
             self.correspondence_weight_warmup,
             allow_zero=True,
         )
+        _finite_floats("method", self)
 
 
 @dataclass(frozen=True)
@@ -184,17 +214,26 @@ class TrainConfig:
     summary averages: same summary, far less work in video mode); none."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"train.seed must be an integer in [0, 2**63), got {self.seed}")
         _positive("train.warmup_steps", self.warmup_steps, allow_zero=True)
         for name in ("steps", "lr", "batch_source", "batch_target", "eval_every"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("eval_last_k", "eval_batch", "checkpoint_every", "keep_checkpoints"):
             _positive(f"train.{name}", getattr(self, name))
         _positive("train.lr_step", self.lr_step, allow_zero=True)
+        # SPEC section 7 drops the lr at lr_step (0.1: divided by 10); 0 would stop learning.
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        # Momentum 1 or more never forgets a gradient: the updates grow without bound.
+        _within("train.momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _positive("train.weight_decay", self.weight_decay, allow_zero=True)
         _positive("train.dump_features", self.dump_features, allow_zero=True)
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16"))
         _choice("train.source_val", self.source_val, ("all", "last", "none"))
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        _finite_floats("train", self)
 
 
 @dataclass(frozen=True)

@@ -346,7 +346,7 @@ def _check_values(reader: Reader, spec: StudySpec) -> None:
                     "method.name": method,
                 }
                 where = f"variants ({variant.name})" if variant else "settings"
-                _build(reader, base, where)
+                _build(reader, spec, base, where)
                 for param in spec.search:
                     candidates = (
                         param.values if param.values is not None else (param.low, param.high)
@@ -354,14 +354,22 @@ def _check_values(reader: Reader, spec: StudySpec) -> None:
                     for value in candidates:
                         if param.integer and isinstance(value, float):
                             value = int(value)
-                        _build(reader, {**base, param.key: value}, f"search.{param.key}")
+                        overrides = {**base, param.key: value}
+                        _build(reader, spec, overrides, f"search.{param.key}")
 
 
-def _build(reader: Reader, overrides: dict[str, Any], where: str) -> None:
+def _build(reader: Reader, spec: StudySpec, overrides: dict[str, Any], where: str) -> None:
     try:
-        RunConfig.from_overrides(overrides)
+        config = RunConfig.from_overrides(overrides)
     except (KeyError, ValueError) as error:
         raise reader.error(str(error).strip("\"'"), where) from None
+    if spec.metric == "source_val_acc" and config.train.source_val == "none":
+        # Every trial's value would be NaN: train.source_val=none never scores the source split.
+        raise reader.error(
+            "metric source_val_acc needs train.source_val all or last; none never scores "
+            "the source split",
+            where,
+        )
 
 
 __all__ = ["StudySpecError", "build_spec", "grid_trial_count"]

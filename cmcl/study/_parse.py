@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -94,6 +95,8 @@ class Reader:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise self.error(f"expected a number; got {self.data!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise self.error(f"expected a finite number; got {self.data!r}")
         if minimum is not None and (value < minimum or (strict and value == minimum)):
             raise self.error(f"must be {'>' if strict else '>='} {minimum:g}; got {value:g}")
         return value

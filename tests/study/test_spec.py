@@ -9,6 +9,8 @@ from conftest import SHARED
 
 from cmcl.study.spec import PAPER_TABLES, StudySpecError, load_spec, parse_spec
 
+NAN, INF = float("nan"), float("inf")
+
 
 def base(**extra):
     return {
@@ -155,6 +157,27 @@ def test_on_synthetic_maps_real_benchmarks_and_names():
         (base(name="a/b"), ["'name'", "directory"]),
         (base(storage="s3://bucket/studies"), ["'storage'", "s3:// URIs are not supported", "NFS"]),
         ({"benchmark": "epic"}, ["'name'", "required"]),
+        (base(settings={"lambda": NAN}), ["'settings'", "method.lam must be a finite", "nan"]),
+        (base(settings={"train.lr": INF}), ["'settings'", "train.lr must be a finite", "inf"]),
+        (base(settings={"train.momentum": -0.5}), ["'settings'", "train.momentum", "[0, 1)"]),
+        (base(settings={"train.weight_decay": -1}), ["'settings'", "train.weight_decay", ">= 0"]),
+        (base(search={"lambda": [1.0, NAN]}), ["'search.method.lam'", "finite", "nan"]),
+        (base(search={"lambda": [INF]}), ["'search.method.lam'", "finite", "inf"]),
+        (base(search={"lambda": {"low": NAN, "high": 1.0}}), ["'search.lambda.low'", "finite"]),
+        (base(search={"lambda": {"low": 0.1, "high": INF}}), ["'search.lambda.high'", "finite"]),
+        (
+            base(search={"lambda": {"low": 0.1, "high": 1.0, "step": NAN}}),
+            ["'search.lambda.step'", "finite"],
+        ),
+        (base(resources={"gpus_per_worker": INF}), ["'resources.gpus_per_worker'", "finite"]),
+        (
+            base(metric="source_val_acc", settings={"train.source_val": "none"}),
+            ["'settings'", "source_val_acc needs train.source_val all or last"],
+        ),
+        (
+            base(metric="source_val_acc", search={"train.source_val": ["last", "none"]}),
+            ["'search.train.source_val'", "source_val_acc"],
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_valid_values(data, needles):
@@ -194,3 +217,13 @@ def test_load_spec_reports_the_file(tmp_path):
 def test_paper_tables_are_the_shared_tables():
     tables = json.loads((SHARED / "paper" / "tables.json").read_text())
     assert set(PAPER_TABLES) == {k for k in tables if k.startswith("table")}
+
+
+@pytest.mark.parametrize("text", [".nan", ".inf", "-.inf", ".NaN"])
+def test_yaml_non_finite_settings_are_refused(tmp_path, text):
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        f"name: x\nbenchmark: synthetic-epic\nmethods: [cmco]\nsettings: {{lambda: {text}}}\n"
+    )
+    with pytest.raises(StudySpecError, match=r"study\.yaml: key 'settings'.*method\.lam"):
+        load_spec(path)
