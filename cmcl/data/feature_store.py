@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cmcl.data.base import EVAL_SPLITS, TRAIN_SPLITS, DataInfo, PairData, StepSampler, shard_range
+from cmcl.data.store_errors import DamagedFileError
 
 FORMAT = "cmcl-feature-store"
 VERSION = 1
@@ -154,7 +155,12 @@ def read_meta(root: str | Path) -> dict[str, Any]:
     path = Path(root) / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a feature store (no meta.json)")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as error:
+        raise DamagedFileError(path, f"not JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise DamagedFileError(path, f"expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("version") != VERSION:
@@ -178,10 +184,14 @@ def read_split(root: str | Path, domain: str, split: str) -> FeatureSplit:
     path = split_path(root, domain, split)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing split file of the feature store")
-    table = pq.read_table(path, columns=list(REQUIRED_COLUMNS))
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
+    try:
+        # The footer first: a missing column is then told apart from a damaged file.
+        missing = [c for c in REQUIRED_COLUMNS if c not in pq.read_schema(path).names]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+        table = pq.read_table(path, columns=list(REQUIRED_COLUMNS))
+    except (pa.ArrowException, OSError) as error:
+        raise DamagedFileError(path, str(error).replace(f"'{path}'", "the file")) from None
     rgb = _windows_tensor(table["rgb"], path, "rgb")
     flow = _windows_tensor(table["flow"], path, "flow")
     if rgb.shape != flow.shape:
@@ -209,15 +219,23 @@ class FeaturePairData(PairData):
     def __init__(
         self, root: str | Path, *, benchmark: str, source: str, target: str, synchronised: bool
     ) -> None:
+        from cmcl.data.store_check import refuse_bad_split
+
         meta = read_meta(root)
         self.root = Path(root)
         self.synchronised = synchronised
-        self.splits = {
-            "source_train": read_split(root, source, "train"),
-            "target_train": read_split(root, target, "train"),
-            "target_test": read_split(root, target, "test"),
-            "source_val": read_split(root, source, "test"),
+        wanted = {
+            "source_train": (source, "train"),
+            "target_train": (target, "train"),
+            "target_test": (target, "test"),
+            "source_val": (source, "test"),
         }
+        self.splits = {name: read_split(root, *where) for name, where in wanted.items()}
+        for name, split in self.splits.items():
+            # On load, so that a NaN or an empty split never reaches a loss or a metric.
+            refuse_bad_split(
+                split, split_path(root, *wanted[name]), num_classes=len(meta["class_names"])
+            )
         dim = self.splits["source_train"].rgb.shape[-1]
         self.info = DataInfo(
             benchmark=benchmark,

@@ -103,7 +103,8 @@ def _refuse(store: Path, what: str, old: dict[str, Any], new: dict[str, Any]) ->
 def begin(plan: Plan, store: Path) -> bool:
     """Check ``store`` against ``plan``; True when it is already complete.
 
-    A fresh store gets the manifest; a partial one must have been begun with the same settings.
+    A fresh store gets the manifest; a partial one must have been begun with the same
+    settings. A finished store missing split files is partial: those splits are redone.
     """
     new = json.loads(json.dumps(fingerprint(plan)))  # as it reads back from JSON
     meta_path = store / "meta.json"
@@ -111,7 +112,9 @@ def begin(plan: Plan, store: Path) -> bool:
         old = json.loads(meta_path.read_text()).get("extraction", {})
         if old != new:
             _refuse(store, "a finished feature store", old, new)
-        return True
+        # A split file deleted since (the remedy for a damaged one) is computed again.
+        if all(split_path(store, domain, split).is_file() for domain, split in plan.tables):
+            return True
     manifest = parts_dir(store) / MANIFEST
     if manifest.is_file():
         old = json.loads(manifest.read_text())

@@ -194,4 +194,11 @@ def _complete(root: Path) -> bool:
         raise FileExistsError(
             f"{root}: exists but holds no meta.json (an incomplete synthetic store?); delete it"
         )
+    try:
+        json.loads((root / "meta.json").read_text())
+    except ValueError as error:
+        raise ValueError(
+            f"{root / 'meta.json'}: cannot be read ({error}); {root} is a cached synthetic "
+            "store: delete that directory and it is generated again on next use"
+        ) from None
     return True

@@ -89,6 +89,18 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     )
 
 
+FAILURE_FILE = "failure.json"
+"""In a run directory whose run ended on an error that repeats if run again (a NaN)."""
+
+
+def write_failure(run_dir: Path, error: BaseException) -> Path:
+    """Record why the run failed beside its other files (removed when it later finishes)."""
+    path = run_dir / FAILURE_FILE
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"error": type(error).__name__, "message": str(error)})
+    return path
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

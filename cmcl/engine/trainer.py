@@ -28,18 +28,27 @@ from cmcl.config import RunConfig
 from cmcl.data.base import PairData
 from cmcl.data.build import build_pair_data
 from cmcl.engine import checkpoint as ckpt
-from cmcl.engine.evaluate import accuracy, predict, target_metrics
-from cmcl.engine.reporting import Reporter, summarise, write_json, write_metrics
+from cmcl.engine.evaluate import Predictions, accuracy, predict, target_metrics
+from cmcl.engine.guards import (
+    NonFiniteLossError,
+    NonFiniteMetricError,
+    refuse_empty_splits,
+    refuse_non_finite,
+)
+from cmcl.engine.reporting import (
+    FAILURE_FILE,
+    Reporter,
+    summarise,
+    write_failure,
+    write_json,
+    write_metrics,
+)
 from cmcl.methods.base import ADAPT, WARMUP, Method, StepContext
 from cmcl.methods.registry import build_method
 from cmcl.models.build import build_model
 from cmcl.modules.sync_bn import average_running_stats, convert_batchnorm
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or inf; the message names the stage, step and term."""
 
 
 @dataclass
@@ -111,6 +120,7 @@ class _Trainer:
         self.owns_data = data is None
         self.data = data if data is not None else build_pair_data(config)
         self.info = self.data.info
+        self._refuse_empty_splits()
         model = build_model(config.model, self.info)
         if self.device.type == "cuda" and config.model.backbone == "i3d":
             # Clip shapes are fixed, so cuDNN's autotuning pays off after the first
@@ -159,6 +169,15 @@ class _Trainer:
         self.source_val_steps = set(adapt_evals[-t.eval_last_k :])
 
     # -- setup ---------------------------------------------------------------------------
+    def _refuse_empty_splits(self) -> None:
+        """Before any model or memory bank is sized from the data (a bank cannot have 0 rows)."""
+        try:
+            refuse_empty_splits(self.info, self.config)
+        except ValueError:
+            if self.owns_data:
+                self.data.close()  # __init__ fails, so run() will not close it
+            raise
+
     def restore(self) -> None:
         resume = self.config.resume
         if resume == "auto":
@@ -206,6 +225,10 @@ class _Trainer:
     def run(self) -> FitResult:
         try:
             return self._run()
+        except NonFiniteLossError as error:
+            if self.run_dir is not None and self.chief:
+                write_failure(self.run_dir, error)
+            raise
         finally:
             if self.owns_data:
                 self.data.close()  # stops persistent DataLoader workers now, not at GC time
@@ -358,6 +381,7 @@ class _Trainer:
         # it may change (AdaBN's re-estimated statistics) belongs to the target.
         with self.method.evaluation(self.split_batches):
             target = predict(model, self.data, "target_test", **kwargs)
+        self._refuse_non_finite(target, "target_test", stage, done)
         metrics: dict[str, Any] = {
             "stage": stage,
             "step": done,
@@ -375,6 +399,7 @@ class _Trainer:
         )
         if scored:
             source = predict(model, self.data, "source_val", **kwargs)
+            self._refuse_non_finite(source, "source_val", stage, done)
             metrics["source_val_acc"] = accuracy(source.fused, source.label)
         else:
             metrics["source_val_acc"] = math.nan
@@ -383,6 +408,14 @@ class _Trainer:
         self.loss_sums, self.loss_steps = {}, 0
         metrics["elapsed_s"] = self.elapsed_before + time.perf_counter() - self.started
         return metrics
+
+    def _refuse_non_finite(self, pred: Predictions, split: str, stage: str, done: int) -> None:
+        c = self.config
+        where = (
+            f"at {stage} step {done} (method {c.method.name}, pair {c.data.pair}, "
+            f"seed {c.train.seed})"
+        )
+        refuse_non_finite(pred, split, where)
 
     def save(self, stage: str, done: int) -> Path | None:
         assert self.run_dir is not None
@@ -406,6 +439,11 @@ class _Trainer:
     def finish(self) -> dict[str, Any]:
         history = self.position.history
         summary = summarise(history, last_k=self.config.train.eval_last_k)
+        if not math.isfinite(summary.get("target_acc", math.nan)):
+            raise NonFiniteMetricError(
+                f"the reported target_acc is {summary.get('target_acc')} after "
+                f"{summary['evaluations']} evaluations; a run reports a number or fails"
+            )
         wall = self.elapsed_before + time.perf_counter() - self.started
         steps = sum(n for _, n in self.stages)
         summary.update(
@@ -431,6 +469,7 @@ class _Trainer:
                     autocast=self.autocast,
                 )
             write_json(self.run_dir / "summary.json", summary)
+            (self.run_dir / FAILURE_FILE).unlink(missing_ok=True)  # from a failed earlier try
         self.reporter.on_end(summary, is_chief=self.chief)
         return summary
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ from conftest import tiny_overrides, write_tiny_store
 from cmcl.config import RunConfig
 from cmcl.engine import NonFiniteLossError, Reporter, fit
 from cmcl.engine.checkpoint import latest_checkpoint
+from cmcl.engine.trainer import NonFiniteMetricError
 
 
 def _comparable(history):
@@ -93,24 +96,15 @@ def test_resume_continues_bit_for_bit(tiny_store, tmp_path, crash_at):
     assert any("banks" in key for key in state_a["method"])
 
 
-def test_non_finite_loss_names_stage_step_and_term(tmp_path):
-    store = write_tiny_store(tmp_path / "store")
-    from cmcl.data.feature_store import read_split, write_split
-
-    split = read_split(store, "D2", "train")
-    rgb = split.rgb.numpy().copy()
-    rgb[:, :, 0] = np.inf
-    write_split(
-        store,
-        domain="D2",
-        split="train",
-        segment_ids=list(split.segment_ids),
-        labels=split.labels.numpy(),
-        rgb=rgb,
-        flow=split.flow.numpy(),
-    )
-    with pytest.raises(NonFiniteLossError, match=r"'total' is nan at warmup step 1"):
-        fit(RunConfig.from_overrides(tiny_overrides(store, method="source_only")))
+def test_non_finite_loss_names_stage_step_and_term(tiny_store, tmp_path):
+    # An lr this large makes the weights, then the loss, overflow.
+    out = tmp_path / "run"
+    config = tiny_overrides(tiny_store, method="source_only", out=str(out), **{"train.lr": 1e20})
+    with pytest.raises(NonFiniteLossError, match=r"'total' is nan at warmup step 2"):
+        fit(RunConfig.from_overrides(config))
+    failure = json.loads((out / "failure.json").read_text())
+    assert failure["error"] == "NonFiniteLossError" and "warmup step 2" in failure["message"]
+    assert not (out / "summary.json").exists()
 
 
 def test_run_directory_files(tiny_store, tmp_path):
@@ -189,3 +183,111 @@ def test_source_val_policy_keeps_the_summary(tiny_store):
     strip = lambda rows: [{**r, "source_val_acc": 0.0} for r in _comparable(rows)]  # noqa: E731
     _same(strip(last.history), strip(full.history))  # nothing else changes
     assert math.isnan(runs["none"].summary["source_val_acc"])
+
+
+def _damaged_store(tmp_path, domain: str, split: str, change) -> Path:
+    """A copy of the tiny store whose ``domain``/``split`` arrays went through ``change``."""
+    from cmcl.data.feature_store import read_split, write_split
+
+    store = write_tiny_store(tmp_path / "store")
+    data = read_split(store, domain, split)
+    ids, labels = list(data.segment_ids), data.labels.numpy()
+    rgb, flow = data.rgb.numpy().copy(), data.flow.numpy().copy()
+    ids, labels, rgb, flow = change(ids, labels, rgb, flow)
+    write_split(
+        store, domain=domain, split=split, segment_ids=ids, labels=labels, rgb=rgb, flow=flow
+    )
+    return store
+
+
+def _nan_at(row: int):
+    def change(ids, labels, rgb, flow):
+        flow[row, 1, 3] = np.nan
+        return ids, labels, rgb, flow
+
+    return change
+
+
+def _emptied(ids, labels, rgb, flow):
+    return ids[:0], labels[:0], rgb[:0], flow[:0]
+
+
+def test_a_nan_feature_is_refused_on_load_naming_the_file_and_the_row(tmp_path):
+    store = _damaged_store(tmp_path, "D1", "test", _nan_at(5))
+    with pytest.raises(ValueError) as info:
+        fit(RunConfig.from_overrides(tiny_overrides(store, method="source_only")))
+    message = str(info.value)
+    assert f"{store / 'D1_test.parquet'}: 1 of 24 rows have a non-finite flow feature" in message
+    assert "row 5 (segment_id 'D1-test-5'), value nan" in message
+
+
+@pytest.mark.parametrize(("domain", "split"), [("D1", "test"), ("D1", "train"), ("D2", "train")])
+def test_an_empty_split_is_refused_on_load_naming_the_file(tmp_path, domain, split):
+    store = _damaged_store(tmp_path, domain, split, _emptied)
+    with pytest.raises(ValueError, match=rf"{domain}_{split}\.parquet: no segments"):
+        fit(RunConfig.from_overrides(tiny_overrides(store, method="cmco")))
+
+
+def test_the_trainer_refuses_any_data_with_an_empty_split(tiny_store):
+    # Data built elsewhere (video mode, a test's own PairData) is checked by the trainer.
+    from cmcl.data.feature_store import FeaturePairData
+
+    config = RunConfig.from_overrides(tiny_overrides(tiny_store, method="cmco"))
+    data = FeaturePairData(
+        tiny_store, benchmark="synthetic-epic", source="D2", target="D1", synchronised=False
+    )
+    data.info = dataclasses.replace(data.info, sizes={**data.info.sizes, "target_train": 0})
+    with pytest.raises(ValueError, match=r"target_train \(D1 train\) has no segments in the "):
+        fit(config, data=data)
+
+
+def test_nan_predictions_fail_the_run_and_record_why(tiny_store, tmp_path):
+    from cmcl.data.feature_store import FeaturePairData
+
+    out = tmp_path / "run"
+    config = RunConfig.from_overrides(tiny_overrides(tiny_store, method="cmco", out=str(out)))
+    data = FeaturePairData(
+        tiny_store, benchmark="synthetic-epic", source="D2", target="D1", synchronised=False
+    )
+    # After the load check: only evaluation reads target_test, so the losses stay finite.
+    data.splits["target_test"].rgb[7] = float("nan")
+    with pytest.raises(NonFiniteMetricError) as info:
+        fit(config, data=data)
+    message = str(info.value)
+    assert "target_test predictions are NaN or inf for 1 of 24 segments (first: row 7)" in message
+    assert "at warmup step 2 (method cmco, pair D2-D1, seed 0)" in message
+    assert isinstance(info.value, NonFiniteLossError)  # ends runs and trials as a NaN loss does
+    failure = json.loads((out / "failure.json").read_text())
+    assert failure == {"error": "NonFiniteMetricError", "message": message}
+    assert not (out / "summary.json").exists()
+
+
+def test_cmcl_train_exits_non_zero_when_the_metric_would_be_nan(tiny_store, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cmcl.cli import cli
+    from cmcl.engine import trainer
+
+    real_predict = trainer.predict
+
+    def nan_predict(*args, **kwargs):
+        pred = real_predict(*args, **kwargs)
+        return pred._replace(fused=torch.full_like(pred.fused, float("nan")))
+
+    monkeypatch.setattr(trainer, "predict", nan_predict)
+    out = tmp_path / "run"
+    settings = tiny_overrides(tiny_store, method="source_only")
+    args = [f"--set={k}={v}" for k, v in settings.items() if k not in ("benchmark", "pair")]
+    result = CliRunner().invoke(cli, ["train", "--out", str(out), "--quiet", *args])
+    assert result.exit_code != 0
+    assert "predictions are NaN or inf for 24 of 24 segments" in result.output
+    assert "NaN or inf" in json.loads((out / "failure.json").read_text())["message"]
+    assert not (out / "summary.json").exists()
+
+
+def test_a_finished_run_clears_an_earlier_failure_record(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "failure.json").write_text('{"error": "x"}')
+    fit(RunConfig.from_overrides(tiny_overrides(tiny_store, method="source_only", out=str(out))))
+    assert (out / "summary.json").exists() and not (out / "failure.json").exists()
