@@ -30,8 +30,6 @@ from cmcl.study.records import (
 )
 from cmcl.study.spec import StudySpec, parse_spec
 
-HEARTBEAT_S = 5.0
-
 
 class StudyCallback(Callback):
     """Writes trial records and driver.json; prints a line when the study's state changes.
@@ -51,7 +49,6 @@ class StudyCallback(Callback):
         self._spec: StudySpec | None = None
         self._records: dict[str, dict[str, Any]] = {}
         self._last_line = ""
-        self._last_beat = 0.0
 
     @property
     def spec(self) -> StudySpec:
@@ -63,7 +60,7 @@ class StudyCallback(Callback):
         # A resumed study: trials finished before the crash count from the start.
         for record in read_trial_records(self.study_dir):
             self._records.setdefault(record["trial_id"], record)
-        self._beat()
+        write_driver_state(self.study_dir, "running")
 
     # -- records -----------------------------------------------------------------------
     def _record(self, trial) -> dict[str, Any]:
@@ -133,15 +130,8 @@ class StudyCallback(Callback):
         if self.echo:
             print(f"[cmcl study] trial {trial.trial_id} errored: {reason}", file=sys.stderr)
 
-    # -- driver heartbeat and progress --------------------------------------------------
-    def _beat(self, state: str = "running") -> None:
-        write_driver_state(self.study_dir, state)
-
+    # -- progress (the driver's heartbeat is its lease's: cmcl/study/lease.py) ------------
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        now = time.time()
-        if now - self._last_beat >= HEARTBEAT_S:
-            self._last_beat = now
-            self._beat()
         line = self._progress_line()
         if self.echo and line != self._last_line:
             self._last_line = line
@@ -173,7 +163,7 @@ class StudyCallback(Callback):
 
 
 def write_driver_state(study_dir: Path, state: str) -> None:
-    """driver.json: running (with a heartbeat), finished, or interrupted."""
+    """driver.json: how the last driver stands: running, finished, interrupted or failed."""
     write_json(
         study_dir / DRIVER_FILE,
         {"pid": os.getpid(), "host": socket.gethostname(), "state": state, "time": time.time()},

@@ -9,11 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cmcl.study.lease import gone_reason, read_lease
 from cmcl.study.naming import DRIVER_FILE
 from cmcl.study.records import TRIAL_STATES, read_json, read_study, read_trial_records
-
-DRIVER_STALE_S = 30.0
-"""A driver whose heartbeat is older than this is taken to be gone."""
 
 
 @dataclass
@@ -35,7 +33,7 @@ def _finite(value: Any) -> bool:
 
 
 def study_status(path: str | Path) -> StudyStatus:
-    """Read study.json, trials/*.json and driver.json of a study directory."""
+    """Read study.json, trials/*.json, driver.lease and driver.json of a study directory."""
     path = Path(path)
     meta = read_study(path)
     records = read_trial_records(path)
@@ -72,19 +70,24 @@ def study_status(path: str | Path) -> StudyStatus:
         best=best,
         best_per_pair=per_pair,
         errored=[r for r in records if r.get("state") == "errored"],
-        driver=_driver_state(path, counts),
+        driver=_driver_state(path),
     )
 
 
-def _driver_state(path: Path, counts: Counter) -> str:
+def _driver_state(path: Path) -> str:
+    # The lease says whether a driver lives (cmcl/study/lease.py); driver.json how the last one ended.
+    holder = read_lease(path)
+    if holder is not None:
+        reason = gone_reason(holder)
+        if reason is None:
+            return f"running ({holder.describe()})"
+        return f"not running ({holder.describe()}, ended without releasing its lease: {reason})"
     driver = read_json(path / DRIVER_FILE)
     if driver is None:
         return "not started"
-    if driver.get("state") in ("finished", "interrupted"):
+    if driver.get("state") in ("finished", "interrupted", "failed"):
         return str(driver["state"])
     age = time.time() - float(driver.get("time", 0))
-    if age <= DRIVER_STALE_S:
-        return f"running (pid {driver.get('pid')} on {driver.get('host')})"
     return f"not running (last seen {age / 60:.0f} min ago)"
 
 

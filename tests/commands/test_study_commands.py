@@ -52,3 +52,25 @@ def test_status_reads_files_only(tmp_path):
     assert "0 done" in result.output and "1 pending" in result.output
     result = CliRunner().invoke(cli, ["study", "status", str(tmp_path)])
     assert result.exit_code != 0 and "not a study directory" in result.output
+
+
+def test_a_study_with_a_live_driver_is_refused_and_status_still_reads_it(tmp_path):
+    from cmcl.study.lease import StudyLease
+
+    file = write(tmp_path / "s.yaml")
+    path = create_study_dir(parse_spec(yaml.safe_load(file.read_text())), storage=tmp_path / "out")
+    runner = CliRunner()
+    with StudyLease(path):  # this process plays the running driver
+        for args in (
+            ["run", str(file), "--storage", str(tmp_path / "out")],
+            ["resume", str(path)],
+        ):
+            result = runner.invoke(cli, ["study", *args])
+            assert result.exit_code != 0, result.output
+            assert f"{path} is being run by another driver (pid" in result.output
+            assert f"cmcl study status {path}" in result.output
+        status = runner.invoke(cli, ["study", "status", str(path)])
+        assert status.exit_code == 0, status.output
+        assert "driver: running (pid" in status.output and "cmcl study resume" not in status.output
+    # Nothing was written by the refused drivers, and the lease went with its holder.
+    assert sorted(p.name for p in path.iterdir()) == ["spec.yaml", "study.json"]
