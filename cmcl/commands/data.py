@@ -18,6 +18,7 @@ def data() -> None:
     \b
     cmcl data synth-video --out synth            # tiny EPIC-layout videos + split pickles
     cmcl data check --benchmark epic --root synth
+    cmcl data check --features STORE             # a feature store's splits and values
     """
 
 
@@ -25,15 +26,22 @@ def data() -> None:
 @click.option(
     "--benchmark",
     type=click.Choice(["epic", "ucf-hmdb"]),
-    default="epic",
-    show_default=True,
-    help="Which annotation format and frame layout to check.",
+    default=None,
+    help="Which annotation format and frame layout to check [default: epic; with --features: "
+    "the store's].",
 )
 @click.option(
     "--root",
     type=click.Path(exists=True, file_okay=False),
-    required=True,
+    default=None,
     help="Frames root (holding rgb/ and flow/ for EPIC).",
+)
+@click.option(
+    "--features",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A feature store to check instead of frames: every split readable, not empty, "
+    "all values finite, labels in range.",
 )
 @click.option(
     "--splits",
@@ -57,27 +65,57 @@ def data() -> None:
 @click.option("--show", type=int, default=10, show_default=True, help="Offending paths to list.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def data_check(
-    benchmark, root, splits, rgb_template, flow_template, domains, decode, workers, show, quiet
+    benchmark,
+    root,
+    features,
+    splits,
+    rgb_template,
+    flow_template,
+    domains,
+    decode,
+    workers,
+    show,
+    quiet,
 ):
     """Verify that every frame any window of any segment can read exists and decodes.
 
     Covers every segment of every split (train and test) of each domain, both
     modalities (RGB and flow u, v; EPIC flow at half the RGB rate). Prints
     per-split counts of segments ok / missing / corrupt and the first offending
-    paths; exits with status 1 when any frame is missing or corrupt.
+    paths; exits with status 1 when any frame is missing or corrupt, or a split
+    has no segments.
+
+    With --features STORE instead of --root, reads every split of a feature
+    store as training would and exits with status 1 when a file does not read,
+    a split is empty, a feature is NaN or infinite, or a label is out of range.
     """
+    chosen = None if domains is None else [d.strip() for d in domains.split(",") if d.strip()]
+    if (root is None) == (features is None):
+        _fail("give --root (frames) or --features (a feature store), not both or neither")
+    if features is not None:
+        frame_options = [
+            name
+            for name, value in (
+                ("--splits", splits),
+                ("--rgb-template", rgb_template),
+                ("--flow-template", flow_template),
+            )
+            if value is not None
+        ]
+        if frame_options:
+            _fail(f"{', '.join(frame_options)} apply to frames (--root), not to --features")
+        _check_store(features, benchmark, chosen)
+        return
     from cmcl.data.check import check_frames
 
     try:
         report = check_frames(
-            benchmark,
+            benchmark or "epic",
             root,
             splits,
             rgb_template=rgb_template,
             flow_template=flow_template,
-            domains=None
-            if domains is None
-            else [d.strip() for d in domains.split(",") if d.strip()],
+            domains=chosen,
             decode=decode,
             workers=workers,
             progress=not quiet,
@@ -85,6 +123,20 @@ def data_check(
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     click.echo(report.summary(show=show))
+    if not report.passed:
+        sys.exit(1)
+
+
+def _check_store(features: str, benchmark: str | None, domains: list[str] | None) -> None:
+    from cmcl.data.store_check import check_store
+
+    try:
+        report = check_store(features, domains=domains)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if benchmark is not None and benchmark != report.benchmark:
+        _fail(f"--benchmark {benchmark}, but {features} holds a {report.benchmark} store")
+    click.echo(report.summary())
     if not report.passed:
         sys.exit(1)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -126,13 +128,14 @@ def study_run(
     Real data: --features DIR (feature mode) or --root DIR (video mode; add
     --set model.i3d_rgb=... --set model.i3d_flow=... and usually --gpus-per-worker 1).
     The synthetic twin of a real-data file: --synthetic. An existing directory is
-    never overwritten: if it holds the same study, continue it with
+    never overwritten: while a driver runs it, this one is refused (naming that
+    driver); otherwise, if it holds the same study, continue it with
     `cmcl study resume DIR`.
     """
     import dataclasses
 
     from cmcl.config import parse_assignments
-    from cmcl.study.directory import StudyExistsError, command_line_overrides, create_study_dir
+    from cmcl.study.directory import command_line_overrides
     from cmcl.study.spec import StudySpecError, load_spec
 
     try:
@@ -154,22 +157,20 @@ def study_run(
             splits=splits,
             assignments=parse_assignments(assignments),
         )
-        path = create_study_dir(
-            spec,
-            storage=storage or spec.storage or "studies_out",
-            overrides=overrides,
-            source=str(file),
-            synthetic=synthetic,
-        )
-    except (StudySpecError, StudyExistsError, ValueError) as error:
+    except (StudySpecError, ValueError) as error:
         _fail(str(error))
-    click.echo(f"study {spec.name} -> {path}", err=True)
-    _run_study(
-        path,
+    from cmcl.ray.study import run_new_study
+
+    _drive(
+        run_new_study,
+        spec,
+        storage=storage or spec.storage or "studies_out",
+        overrides=overrides,
+        source=str(file),
+        synthetic=synthetic,
         address=address,
         num_cpus=num_cpus,
         max_concurrent=max_concurrent,
-        retry_errored=False,
         quiet=quiet,
         verbose=verbose,
     )
@@ -190,22 +191,33 @@ def study_run(
     help="Also run errored trials again (for failures that may not repeat: a lost node, out "
     "of memory). Optuna keeps them as failed: an Optuna trial is told once.",
 )
+@click.option(
+    "--restart-unfinished",
+    is_flag=True,
+    help="Only when Tune's state cannot be restored (the driver stopped within seconds of "
+    "starting): keep the trials that ended and run the unfinished ones again from their "
+    "start; their old files go to unfinished-<time>/.",
+)
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--verbose", is_flag=True, help="Also Ray's and Tune's own output.")
-def study_resume(directory, address, num_cpus, retry_errored, quiet, verbose):
+def study_resume(directory, address, num_cpus, retry_errored, restart_unfinished, quiet, verbose):
     """Finish the study in DIRECTORY after its driver stopped (killed, Ctrl-C, node lost).
 
     \b
     Finished trials are kept (not run again); unfinished ones continue, each run
     from its newest checkpoint; an Optuna study continues the same Optuna study,
-    and the study ends with the number of trials its file asked for.
+    and the study ends with the number of trials its file asked for. Refused
+    while another driver runs the study (its lease, docs/studies.md).
     """
-    _run_study(
+    from cmcl.ray.study import run_study
+
+    _drive(
+        run_study,
         Path(directory),
         address=address,
         num_cpus=num_cpus,
-        max_concurrent=None,
         retry_errored=retry_errored,
+        restart_unfinished=restart_unfinished,
         quiet=quiet,
         verbose=verbose,
     )
@@ -223,20 +235,25 @@ def study_status(directory):
         _fail(str(error))
 
 
-def _run_study(path, *, address, num_cpus, max_concurrent, retry_errored, quiet, verbose) -> None:
-    from cmcl.ray.study import run_study
+def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options: Any) -> None:
+    """``function(target, ...)`` of cmcl.ray.study, then the status; errors become `Error:` lines."""
+    from cmcl.ray.study import StudyFailedError
+    from cmcl.study.directory import StudyExistsError
+    from cmcl.study.lease import StudyBusyError
+    from cmcl.study.restart import StudyStateError
     from cmcl.study.status import format_status, study_status
 
     try:
-        run_study(
-            path,
-            address=address,
-            num_cpus=num_cpus,
-            max_concurrent=max_concurrent,
-            retry_errored=retry_errored,
-            echo=not quiet,
-            verbose=verbose,
-        )
-    except (FileNotFoundError, ValueError) as error:
+        path = function(target, echo=not quiet, **options)
+    except StudyFailedError as error:
+        click.echo(format_status(study_status(error.study)))
+        _fail(str(error))
+    except (
+        FileNotFoundError,
+        ValueError,
+        StudyExistsError,
+        StudyBusyError,
+        StudyStateError,
+    ) as error:
         _fail(str(error))
     click.echo(format_status(study_status(path)))

@@ -5,7 +5,8 @@ For each (domain, split) of a benchmark, every segment's reachable frames
 both flow components) are collected per video, each file is checked once
 (existence from one directory listing per folder, then a full JPEG decode),
 and each segment is classed ok, missing (some frame is absent) or corrupt
-(all present, some fail to decode, e.g. a truncated file).
+(all present, some fail to decode, e.g. a truncated file). A split with no
+segment fails the check too: training on it cannot produce a number.
 """
 
 from __future__ import annotations
@@ -79,9 +80,14 @@ class CheckReport:
         return total
 
     @property
+    def empty(self) -> list[str]:
+        """Splits without a segment: a run on them has no batch or no accuracy."""
+        return [name for name, c in self.counts.items() if c.segments == 0]
+
+    @property
     def passed(self) -> bool:
         total = self.total
-        return total.missing == 0 and total.corrupt == 0
+        return total.missing == 0 and total.corrupt == 0 and not self.empty
 
     def summary(self, show: int = 10) -> str:
         """Human-readable report: per-split counts, totals, the first ``show`` offending paths."""
@@ -94,6 +100,11 @@ class CheckReport:
         for name, c in self.counts.items():
             lines.append(
                 f"{name:>10}: {c.segments} segments, {c.ok} ok, {c.missing} missing, {c.corrupt} corrupt"
+            )
+        if self.empty:
+            lines.append(
+                f"empty splits (no segments; training on them cannot produce a number): "
+                f"{', '.join(self.empty)}"
             )
         what = "exist and decode" if self.decoded else "exist (not decoded)"
         lines.append(

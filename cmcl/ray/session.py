@@ -3,15 +3,45 @@
 ``ray.init()`` with no address attaches to whatever cluster ``ray start``
 left on the machine (someone else's, possibly); a private instance is started
 with ``address="local"`` instead, and is stopped when the block ends.
+
+A private instance serves this process alone, so it listens on the loopback
+interface only and asks for Ray's token authentication explicitly (the
+:data:`PRIVATE_ENV` settings, which Ray reads from the environment when it is
+first imported: ``RAY_AUTH_MODE=token`` is Ray's documented switch; with
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` Ray takes the node's address to be
+127.0.0.1, which GCS, raylet, agents and workers then bind to). A value the
+user set in the environment wins (e.g. ``RAY_AUTH_MODE=disabled`` in tests).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+PRIVATE_ENV = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Environment settings of a private instance (see the module docstring)."""
+
+
+@contextlib.contextmanager
+def _private_env() -> Iterator[None]:
+    # Ray reads both when it is imported: once imported, changing them splits the
+    # driver's view from its children's (an auth-mode mismatch refuses the driver).
+    if "ray" in sys.modules:
+        yield
+        return
+    added = {k: v for k, v in PRIVATE_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 @contextlib.contextmanager
@@ -21,6 +51,8 @@ def ray_session(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     log_to_driver: bool = True,
+    logging_level: int = logging.WARNING,
+    dashboard: bool = False,
 ) -> Iterator[dict[str, float]]:
     """Start (``address`` None) or join (``address`` e.g. ``ray://host:10001``, ``auto``) Ray.
 
@@ -31,27 +63,42 @@ def ray_session(
         address: None for a private local instance; otherwise passed to ``ray.init``.
         num_cpus, num_gpus: resources of a private local instance (default: detected).
         log_to_driver: forward worker output (progress lines, errors) to this process.
+        logging_level: of Ray's own loggers in this process.
+        dashboard: start a private instance with its dashboard (on 127.0.0.1), for
+            Ray's State API; it costs ~1 GiB of memory, so it is off unless asked.
     """
-    import ray
+    with _private_env() if address is None else contextlib.nullcontext():
+        import ray
 
-    if ray.is_initialized():
-        yield dict(ray.cluster_resources())
-        return
-    kwargs = {"logging_level": logging.WARNING, "log_to_driver": log_to_driver}
-    if address is None:
-        # The dashboard costs ~1 GiB of memory and a port; a private instance needs neither.
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            **kwargs,
-        )
-    else:
-        if num_cpus is not None or num_gpus is not None:
-            raise ValueError("num_cpus/num_gpus size a private local Ray; omit them with address")
-        ray.init(address=address, **kwargs)
-    try:
-        yield dict(ray.cluster_resources())
-    finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            yield dict(ray.cluster_resources())
+            return
+        kwargs = {"logging_level": logging_level, "log_to_driver": log_to_driver}
+        if address is None:
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                include_dashboard=dashboard,
+                dashboard_host=LOOPBACK,
+                **kwargs,
+            )
+            node = ray.util.get_node_ip_address()
+            if node != LOOPBACK:
+                log.warning(
+                    "the private Ray listens on %s, not only on %s: Ray was imported before "
+                    "cmcl could ask for loopback (set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+                    "in the environment to have it)",
+                    node,
+                    LOOPBACK,
+                )
+        else:
+            if num_cpus is not None or num_gpus is not None:
+                raise ValueError(
+                    "num_cpus/num_gpus size a private local Ray; omit them with address"
+                )
+            ray.init(address=address, **kwargs)
+        try:
+            yield dict(ray.cluster_resources())
+        finally:
+            ray.shutdown()

@@ -1,186 +1,59 @@
-"""Running a study directory on Ray Tune: fresh, or restored after the driver died.
+"""Driving a study directory on Ray Tune: fresh, restored after the driver died, or restarted.
 
-``run_study(DIR)`` builds a ``ray.tune.Tuner`` over the trial function of
-cmcl/ray/trial.py (grid: one ``grid_search`` over the study's points; Optuna:
-:class:`~cmcl.ray.searcher.StudyOptunaSearch` with a seeded TPE sampler and
-the journal in the study directory; ASHA on the adaptation evaluations when
-asked), or, when DIR/tune holds Tune's state, restores it: finished trials
-are kept, unfinished ones continue (their runs from their newest checkpoints),
-the searcher continues the same Optuna study, and the study ends with the
-number of trials its file asked for.
-"""
+One driver at a time: :func:`run_study` holds the study's lease
+(cmcl/study/lease.py) from start to end, and a second driver is refused.
+It builds a ``ray.tune.Tuner`` (cmcl/ray/tuner.py) or, when DIR/tune holds
+Tune's state, restores it: finished trials are kept, unfinished ones continue
+(their runs from their newest checkpoints), the searcher continues the same
+Optuna study, and the study ends with the number of trials its file asked
+for. A study whose Tune state is lost is never started over on its own
+(cmcl/study/restart.py), and one in which every trial errored ends with
+:class:`StudyFailedError`."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
-import time
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 from typing import Any
 
+from cmcl.ray.session import ray_session
+from cmcl.ray.tuner import (
+    check_state_api,
+    needs_state_api,
+    new_tuner,
+    quiet_output,
+    study_trainable,
+    trial_dirname,  # noqa: F401  (studies saved before name it here)
+)
 from cmcl.study.directory import (
-    adaptation_evaluations,
+    create_study_dir,
     expected_trials,
     load_study_dir,
     plan_resources,
 )
-from cmcl.study.naming import JOURNAL_FILE, RESULTS_DIR, RUNS_DIR, STUDY_FILE, TRIALS_DIR, TUNE_DIR
-from cmcl.study.plan import grid_points
+from cmcl.study.lease import StudyLease
+from cmcl.study.naming import JOURNAL_FILE, STUDY_FILE, TUNE_DIR
+from cmcl.study.naming import study_dir as study_directory
+from cmcl.study.plan import RunOverrides
 from cmcl.study.records import write_json
+from cmcl.study.restart import (
+    StudyStateError,
+    has_progress,
+    set_unfinished_aside,
+    unrestorable_message,
+)
 from cmcl.study.spec import StudySpec
-
-log = logging.getLogger(__name__)
-METRIC = "objective"
-"""The key every trial result carries its selection-metric value under."""
+from cmcl.study.status import study_status
 
 
-@contextlib.contextmanager
-def _ray(
-    address: str | None, *, num_cpus: int | None, dashboard: bool, verbose: bool
-) -> Iterator[dict]:
-    """A private local Ray (``address`` None) or an existing cluster; yields its resources."""
-    import ray
+class StudyFailedError(RuntimeError):
+    """No trial of the study finished: every one errored (the message names the first error)."""
 
-    if ray.is_initialized():
-        yield dict(ray.cluster_resources())
-        return
-    level = logging.WARNING if verbose else logging.ERROR
-    kwargs: dict[str, Any] = {"log_to_driver": verbose, "logging_level": level}
-    if address is None:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, **kwargs)
-    else:
-        ray.init(address=address, **kwargs)
-    try:
-        yield dict(ray.cluster_resources())
-    finally:
-        ray.shutdown()
-
-
-def _quiet(verbose: bool) -> None:
-    # Read when the Tuner is built; a study prints its own progress lines.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Tune snapshots its state every 10 s or more by default; a trial that finished
-    # after the last snapshot would be resumed (instantly, from its final checkpoint)
-    # rather than kept. 2 s narrows that window for little cost.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
-    if not verbose:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # Tune logs each failed trial's traceback; the study prints its one-line reason.
-        for name in ("ray.tune", "ray.train", "ray.data"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _trainable(spec: StudySpec, study: Path, meta: dict[str, Any]):
-    from ray import tune
-
-    from cmcl.ray.trial import study_trial
-
-    context = {
-        "spec": spec.to_dict(),
-        "study_dir": str(study),
-        "run_overrides": meta.get("run_overrides", {}),
-        "parallel_runs": meta["resolved"]["parallel_runs"],
-    }
-    trainable = tune.with_parameters(study_trial, context=context)
-    return tune.with_resources(trainable, tune.PlacementGroupFactory(meta["resolved"]["bundles"]))
-
-
-def _searcher(spec: StudySpec, study: Path, concurrent: int):
-    import optuna
-
-    from cmcl.ray.searcher import StudyOptunaSearch
-
-    space: dict[str, Any] = {}
-    for p in spec.search:
-        if p.values is not None:
-            space[p.key] = optuna.distributions.CategoricalDistribution(list(p.values))
-        elif p.integer:
-            step = int(p.step) if p.step and not p.log else 1
-            space[p.key] = optuna.distributions.IntDistribution(
-                int(p.low), int(p.high), log=p.log, step=step
-            )
-        else:
-            space[p.key] = optuna.distributions.FloatDistribution(
-                p.low, p.high, log=p.log, step=p.step
-            )
-    sampler = optuna.samplers.TPESampler(
-        seed=spec.optuna_seed,
-        n_startup_trials=spec.startup_trials,
-        # Parallel trials: pretend running ones scored badly, so TPE does not
-        # propose the same point to several workers at once.
-        constant_liar=concurrent > 1,
-    )
-    return StudyOptunaSearch(
-        space,
-        metric=METRIC,
-        mode=spec.mode,
-        sampler=sampler,
-        study_name=spec.name,
-        journal=str(study / JOURNAL_FILE),
-    )
-
-
-def _scheduler(spec: StudySpec, meta: dict[str, Any]):
-    if spec.scheduler.name != "asha":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    evals = adaptation_evaluations(spec, meta.get("run_overrides"))
-    grace = spec.scheduler.grace_period or max(1, evals // 8)
-    meta["resolved"]["asha"] = {"grace_period": grace, "max_t": evals + 1}
-    # max_t above the last evaluation: the final report (the value) must not be cut.
-    return ASHAScheduler(
-        time_attr="adapt_evals",
-        max_t=evals + 1,
-        grace_period=grace,
-        reduction_factor=spec.scheduler.reduction_factor,
-    )
-
-
-def needs_state_api(spec: StudySpec) -> bool:
-    """Whether a private Ray for ``spec`` must start the dashboard.
-
-    When ASHA stops a trial running a TorchTrainer, the workers' placement group
-    is removed only through Ray's State API, which needs the dashboard; without
-    it the groups leak and the sweep hangs (shared/RAY_NOTES.md). A cluster
-    joined with ``--address`` must have its dashboard on for such studies.
-    """
-    return spec.scheduler.name == "asha" and spec.resources.workers > 1
-
-
-def _check_state_api() -> None:
-    try:
-        from ray.util.state import list_placement_groups
-
-        list_placement_groups(limit=1)
-    except Exception as error:  # any failure means the same: no State API
-        log.warning(
-            "ASHA with multi-worker runs needs Ray's State API (the dashboard) on the "
-            "cluster, or stopped trials leak their workers' placement groups and the "
-            "study can hang (%s)",
-            error,
-        )
-
-
-def trial_dirname(trial) -> str:
-    """Tune's trial directory name: the trial id (the default spells out the whole config)."""
-    return trial.trial_id
-
-
-def _set_aside(study: Path) -> None:
-    """Tune state that cannot be restored (a driver killed before its first snapshot)."""
-    stale = study / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
-    for name in (TUNE_DIR, RESULTS_DIR, RUNS_DIR, TRIALS_DIR, JOURNAL_FILE):
-        if (study / name).exists():
-            stale.mkdir(exist_ok=True)
-            shutil.move(str(study / name), str(stale / name))
-    if stale.exists():
-        log.warning("%s: Tune's state was not restorable; earlier files moved to %s", study, stale)
+    def __init__(self, message: str, study: Path) -> None:
+        super().__init__(message)
+        self.study = study
 
 
 def run_study(
@@ -190,8 +63,10 @@ def run_study(
     num_cpus: int | None = None,
     max_concurrent: int | None = None,
     retry_errored: bool = False,
+    restart_unfinished: bool = False,
     echo: bool = True,
     verbose: bool = False,
+    lease: StudyLease | None = None,
 ) -> Path:
     """Run (or resume) the study in ``study_dir``; returns the directory.
 
@@ -201,84 +76,165 @@ def run_study(
         max_concurrent: trials at once (first run only: a resumed study keeps its sizes).
         retry_errored: on resume, run errored trials again (for failures that were
             not deterministic: a lost node, out of memory).
+        restart_unfinished: when Tune's state cannot be restored, keep the ended
+            trials and run the others again from their start (cmcl/study/restart.py).
         echo: progress lines on stderr.
         verbose: Ray's and Tune's own output too.
+        lease: the study's lease, when the caller holds it already; otherwise it
+            is taken here and released at the end.
+
+    Raises:
+        StudyBusyError: another driver runs the study.
+        StudyStateError: Tune's state cannot be restored and ``restart_unfinished`` is off.
+        StudyFailedError: no trial finished, every one errored.
     """
-    from ray import tune
-
-    from cmcl.ray.callback import StudyCallback, write_driver_state
-    from cmcl.study.status import study_status
-
     study = Path(study_dir).resolve()
     spec, meta = load_study_dir(study)
-    _quiet(verbose)
-    tune_dir = study / TUNE_DIR
-    restorable = tune_dir.exists() and tune.Tuner.can_restore(str(tune_dir))
-    dashboard = needs_state_api(spec)
-    with _ray(address, num_cpus=num_cpus, dashboard=dashboard, verbose=verbose) as cluster:
-        if dashboard and address is not None:
-            _check_state_api()
-        if "resolved" not in meta or not restorable:
-            meta["resolved"] = plan_resources(spec, cluster, max_concurrent=max_concurrent)
-        trainable = _trainable(spec, study, meta)
-        callback = StudyCallback(
-            str(study), spec.to_dict(), expected=expected_trials(spec), echo=echo
+    with contextlib.ExitStack() as stack:
+        if lease is None:
+            lease = StudyLease(study)
+            note = lease.acquire()
+            stack.callback(lease.release)
+            if note and echo:
+                print(f"[cmcl study] {note}", file=sys.stderr)
+        quiet_output(verbose)
+        level = logging.WARNING if verbose else logging.ERROR
+        dashboard = needs_state_api(spec)
+        session = ray_session(
+            address,
+            num_cpus=num_cpus,
+            log_to_driver=verbose,
+            logging_level=level,
+            dashboard=dashboard,
         )
-        if restorable:
-            from cmcl.ray.searcher import StudyOptunaSearch
-
-            StudyOptunaSearch.journal_on_restore = str(study / JOURNAL_FILE)
-            tuner = tune.Tuner.restore(
-                str(tune_dir),
-                trainable=trainable,
-                resume_unfinished=True,
-                resume_errored=retry_errored,
-            )
-            # The restored RunConfig holds the callback pickled with the old study path.
-            tuner._local_tuner.get_run_config().callbacks = [callback]
-        else:
-            _set_aside(study)
-            tuner = _new_tuner(spec, study, meta, trainable, callback, verbose)
-        write_json(study / STUDY_FILE, meta)
-        finished = False
-        try:
-            tuner.fit()
-            status = study_status(study)
-            finished = status.counts["running"] + status.counts["pending"] == 0
-        finally:
-            write_driver_state(study, "finished" if finished else "interrupted")
+        cluster = stack.enter_context(session)
+        if dashboard and address is not None:
+            check_state_api()
+        _drive(
+            study,
+            spec,
+            meta,
+            cluster,
+            max_concurrent=max_concurrent,
+            retry_errored=retry_errored,
+            restart_unfinished=restart_unfinished,
+            echo=echo,
+            verbose=verbose,
+        )
     return study
 
 
-def _new_tuner(
-    spec: StudySpec, study: Path, meta: dict[str, Any], trainable, callback, verbose: bool
-):
+def run_new_study(
+    spec: StudySpec,
+    *,
+    storage: str | Path,
+    overrides: RunOverrides | None = None,
+    source: str | None = None,
+    synthetic: bool = False,
+    echo: bool = True,
+    **options: Any,
+) -> Path:
+    """Create ``<storage>/<name>`` and run the study in it, holding its lease throughout.
+
+    The lease comes first: a second ``cmcl study run`` of the same study while
+    this one drives it is then refused by the lease, naming this driver,
+    instead of being told to resume. ``options`` go to :func:`run_study`.
+    """
+    path = study_directory(storage, spec.name)
+    existed, created = path.exists(), False
+    lease = StudyLease(path)
+    note = lease.acquire()
+    try:
+        if note and echo:
+            print(f"[cmcl study] {note}", file=sys.stderr)
+        create_study_dir(
+            spec, storage=storage, overrides=overrides, source=source, synthetic=synthetic
+        )
+        created = True
+        if echo:
+            print(f"study {spec.name} -> {path}", file=sys.stderr)
+        return run_study(path, echo=echo, lease=lease, **options)
+    finally:
+        lease.release()
+        if not existed and not created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if empty: the lease made it, nothing else is there
+
+
+def _drive(
+    study: Path,
+    spec: StudySpec,
+    meta: dict[str, Any],
+    cluster: dict[str, float],
+    *,
+    max_concurrent: int | None,
+    retry_errored: bool,
+    restart_unfinished: bool,
+    echo: bool,
+    verbose: bool,
+) -> None:
     from ray import tune
 
-    concurrent = meta["resolved"]["max_concurrent"]
-    if spec.searcher == "grid":
-        param_space: dict[str, Any] = {"point": tune.grid_search(grid_points(spec))}
-        search_alg, samples = None, 1
+    from cmcl.ray.callback import StudyCallback, write_driver_state
+
+    tune_dir = study / TUNE_DIR
+    restorable = tune_dir.exists() and tune.Tuner.can_restore(str(tune_dir))
+    kept: list[dict[str, Any]] = []
+    if restorable and restart_unfinished:
+        raise ValueError(
+            f"{study}: --restart-unfinished is for a study whose Tune state is lost; this "
+            f"one's can be restored: run `cmcl study resume {study}` without it"
+        )
+    if not restorable and has_progress(study):
+        if not restart_unfinished:
+            raise StudyStateError(unrestorable_message(study))
+        kept, aside = set_unfinished_aside(study, spec, retry_errored=retry_errored)
+        if echo:
+            where = f"; the rest moved to {aside}" if aside else ""
+            print(
+                f"[cmcl study] restarting: {len(kept)} ended trial(s) kept{where}", file=sys.stderr
+            )
+    if "resolved" not in meta or not restorable:
+        meta["resolved"] = plan_resources(spec, cluster, max_concurrent=max_concurrent)
+    trainable = study_trainable(spec, study, meta)
+    callback = StudyCallback(str(study), spec.to_dict(), expected=expected_trials(spec), echo=echo)
+    if restorable:
+        from cmcl.ray.searcher import StudyOptunaSearch
+
+        StudyOptunaSearch.journal_on_restore = str(study / JOURNAL_FILE)
+        tuner = tune.Tuner.restore(
+            str(tune_dir),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=retry_errored,
+        )
+        # The restored RunConfig holds the callback pickled with the old study path.
+        tuner._local_tuner.get_run_config().callbacks = [callback]
     else:
-        param_space, search_alg, samples = {}, _searcher(spec, study, concurrent), spec.trials
-    return tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode=spec.mode,
-            num_samples=samples,
-            max_concurrent_trials=concurrent,
-            search_alg=search_alg,
-            scheduler=_scheduler(spec, meta),
-            trial_dirname_creator=trial_dirname,
-            reuse_actors=spec.resources.workers == 1,
-        ),
-        run_config=tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=str(study),
-            verbose=1 if verbose else 0,
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[callback],
-        ),
+        tuner = new_tuner(spec, study, meta, trainable, callback, verbose, kept)
+    write_json(study / STUDY_FILE, meta)
+    state = "interrupted"
+    try:
+        if tuner is not None:
+            tuner.fit()
+        status = study_status(study)
+        if status.counts["running"] + status.counts["pending"] == 0:
+            state = "finished"
+        ended = status.counts["done"] + status.counts["stopped"]
+        if state == "finished" and status.counts["errored"] and not ended:
+            state = "failed"
+            raise StudyFailedError(_failure_message(study, status), study)
+    finally:
+        write_driver_state(study, state)
+
+
+def _failure_message(study: Path, status) -> str:
+    first = status.errored[0]
+    reason = str(first.get("reason") or "no reason recorded").splitlines()[0]
+    full = study / TUNE_DIR / first["trial_id"] / "error.txt"
+    where = f"the full error is in {full}" if full.exists() else "see `cmcl study status`"
+    return (
+        f"study {status.name}: no trial finished ({status.counts['errored']} of "
+        f"{status.expected} errored); the first, trial {first['trial_id']}: {reason} "
+        f"({where})"
     )

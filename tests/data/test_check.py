@@ -87,3 +87,22 @@ def test_cli_errors_and_synth_video(tmp_path):
     assert len(epic.load_split(out / "splits" / "D3_test.pkl")) == 8
     result = runner.invoke(cli, ["data", "check", "--root", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
+
+
+def test_an_empty_split_fails_the_check(tiny_videos, tmp_path):
+    root = tmp_path / "videos"
+    shutil.copytree(tiny_videos.root, root)
+    pickle = root / "splits" / "D1_test.pkl"
+    epic.load_split(pickle).iloc[:0].to_pickle(pickle)
+
+    report = check_frames("epic", root, decode=False)
+    assert report.empty == ["D1 test"] and not report.passed
+    assert report.total.missing == 0 and report.total.corrupt == 0
+    assert "empty splits (no segments; training on them cannot produce a number): D1 test" in (
+        report.summary()
+    )
+    result = CliRunner().invoke(cli, ["data", "check", "--root", str(root), "--quiet"])
+    assert result.exit_code == 1 and result.output.rstrip().endswith("FAILED")
+    # The other domains are still fine on their own.
+    only = CliRunner().invoke(cli, ["data", "check", "--root", str(root), "--domains", "D2,D3"])
+    assert only.exit_code == 0, only.output
