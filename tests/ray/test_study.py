@@ -141,3 +141,82 @@ def test_resume_runs_errored_trials_again_only_when_asked(private_ray, tiny_stor
     frame = pd.read_parquet(results_file(path, records["late"]["runs"][0]))
     assert len(frame) == 7 and not frame.duplicated(["stage", "step"]).any()
     assert "2 done" in format_status(study_status(path))
+
+
+def test_resume_without_tune_state_stops_and_restart_unfinished_keeps_ended_trials(
+    private_ray, tiny_store, tmp_path
+):
+    import shutil
+
+    from cmcl.ray.study import run_study
+    from cmcl.study.records import write_trial_record
+    from cmcl.study.restart import StudyStateError
+
+    spec = variants_spec("lost", tiny_store, {"name": "a"}, {"name": "b", "settings": {"T": 0.7}})
+    path = create_study_dir(spec, storage=tmp_path)
+    run_study(path, echo=False)
+    first = {r["variant"]: r for r in read_trial_records(path)}
+    # As if the driver had died before Tune's first snapshot, with trial b still running.
+    shutil.rmtree(path / TUNE_DIR)
+    write_trial_record(path, {**first["b"], "state": "running", "value": None})
+    kept_file = results_file(path, first["a"]["runs"][0])
+    stamp = kept_file.stat().st_mtime_ns
+    before = sorted(str(p.relative_to(path)) for p in path.rglob("*") if "lease" not in p.name)
+
+    with pytest.raises(StudyStateError) as caught:
+        run_study(path, echo=False)
+    message = str(caught.value)
+    assert f"Tune's state {path / TUNE_DIR} is missing" in message
+    assert "1 ended trial(s) and 1 unfinished; nothing was changed" in message
+    assert f"cmcl study resume {path} --restart-unfinished" in message
+    after = sorted(str(p.relative_to(path)) for p in path.rglob("*") if "lease" not in p.name)
+    assert after == before and not list(path.glob("stale-*"))
+
+    run_study(path, restart_unfinished=True, echo=False)
+    records = {r["variant"]: r for r in read_trial_records(path)}
+    assert {v: r["state"] for v, r in records.items()} == {"a": "done", "b": "done"}
+    assert records["a"] == first["a"] and kept_file.stat().st_mtime_ns == stamp
+    assert records["b"]["trial_id"] != first["b"]["trial_id"]  # run again, from its start
+    (aside,) = path.glob("unfinished-*")
+    assert (aside / "trials" / f"{first['b']['trial_id']}.json").exists()
+    assert (aside / "results" / f"evals-{first['b']['runs'][0]}.parquet").exists()
+    frame = pd.read_parquet(results_file(path, records["b"]["runs"][0]))
+    assert len(frame) == 7 and not frame.duplicated(["stage", "step"]).any()
+    assert sorted(p.name for p in (path / "results").iterdir()) == sorted(
+        f"evals-{r['runs'][0]}.parquet" for r in records.values()
+    )
+
+
+def test_a_study_in_which_no_trial_finished_exits_non_zero(private_ray, tiny_store, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from cmcl.cli import cli
+
+    settings = {**tiny_settings(tiny_store), "data.features": str(tmp_path / "missing")}
+    file = tmp_path / "broken.yaml"
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "broken",
+                "benchmark": "synthetic-epic",
+                "pairs": ["D2-D1"],
+                "methods": ["source_only"],
+                "settings": settings,
+            }
+        )
+    )
+    result = CliRunner().invoke(
+        cli, ["study", "run", str(file), "--storage", str(tmp_path), "--quiet"]
+    )
+    assert result.exit_code == 1, result.output
+    (record,) = read_trial_records(tmp_path / "broken")
+    error_file = tmp_path / "broken" / TUNE_DIR / record["trial_id"] / "error.txt"
+    assert error_file.exists()
+    assert (
+        f"Error: study broken: no trial finished (1 of 1 errored); the first, trial "
+        f"{record['trial_id']}: run {record['runs'][0]} failed: FileNotFoundError" in result.output
+    )
+    assert f"the full error is in {error_file}" in result.output
+    assert "driver: failed" in result.output
+    assert not (tmp_path / "broken" / "driver.lease").exists()
