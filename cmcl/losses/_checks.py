@@ -32,9 +32,9 @@ def check_tau(tau: float) -> float:
 
 
 def zero_with_graph(anchors: torch.Tensor) -> torch.Tensor:
-    """A float32 scalar 0 attached to ``anchors``' graph (gradient: zeros).
+    """A float32 (float64 for float64 input) scalar 0 attached to ``anchors``' graph (gradient: zeros).
 
     Multiply before summing and upcast first: ``anchors.sum() * 0.0`` keeps a
     half dtype and turns into NaN once the half sum overflows to inf.
     """
-    return (anchors.float() * 0.0).sum()
+    return (anchors.to(torch.promote_types(anchors.dtype, torch.float32)) * 0.0).sum()

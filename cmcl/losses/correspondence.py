@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmcl.losses._checks import check_matrix, check_vector, zero_with_graph
+from cmcl.losses._precision import float32_compute
 
 
 class CorrespondencePairs(NamedTuple):
@@ -64,13 +65,16 @@ def correspondence_pairs(
 class CorrespondenceLoss(nn.Module):
     """Cross-entropy of the correspondence head against the pair labels.
 
+    Computed in float32 whatever autocast encloses it.
+
     Shape:
         logits: (N, 2) from :class:`cmcl.modules.CorrespondenceHead`; label: (N,) long; output: scalar
     """
 
+    @float32_compute
     def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         check_matrix("logits", logits, 2)
         check_vector("label", label, logits.shape[0])
         if len(label) == 0:
             return zero_with_graph(logits)
-        return F.cross_entropy(logits.float(), label)
+        return F.cross_entropy(logits, label)

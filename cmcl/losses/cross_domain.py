@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cmcl.losses._checks import check_mask, check_matrix, check_tau, check_vector, zero_with_graph
+from cmcl.losses._precision import float32_compute
 
 FORMS = ("per_anchor", "batch")
 
@@ -47,6 +48,10 @@ class CrossDomainContrastiveLoss(nn.Module):
     exactly 0 (still attached to the graph) when no anchor is confident or no
     positive exists.
 
+    Precision: computed in float32 (float64 for float64 inputs) with autocast
+    disabled, whatever context encloses the call; the result is a float32 scalar
+    for float32, bfloat16 or float16 inputs.
+
     Args:
         tau: temperature (> 0; stable down to 0.01).
         form: "per_anchor" or "batch".
@@ -81,6 +86,7 @@ class CrossDomainContrastiveLoss(nn.Module):
         positives = (pseudo_labels.unsqueeze(1) == bank_labels.unsqueeze(0)) & keep.unsqueeze(0)
         return confident.bool(), positives, keep
 
+    @float32_compute
     def per_anchor(
         self,
         anchors: torch.Tensor,
@@ -98,11 +104,13 @@ class CrossDomainContrastiveLoss(nn.Module):
         used = confident & positives.any(dim=1)
         # Only used anchors enter the log-sums: a row with no positive would give
         # logsumexp(-inf) = -inf and a NaN gradient even when masked out afterwards.
-        logits = anchors[used].float() @ bank.float().t() / self.tau
+        dtype = torch.promote_types(anchors.dtype, bank.dtype)
+        logits = anchors[used].to(dtype) @ bank.to(dtype).t() / self.tau
         pos = logits.masked_fill(~positives[used], float("-inf")).logsumexp(dim=1)
         everything = logits.masked_fill(~keep.unsqueeze(0), float("-inf")).logsumexp(dim=1)
         return AnchorLosses(losses=everything - pos, used=used)
 
+    @float32_compute
     def batch_terms(
         self,
         anchors: torch.Tensor,
@@ -117,7 +125,8 @@ class CrossDomainContrastiveLoss(nn.Module):
         confident, positives, keep = self._masks(
             anchors, bank, bank_labels, pseudo_labels, confident, valid
         )
-        logits = anchors[confident].float() @ bank.float().t() / self.tau
+        dtype = torch.promote_types(anchors.dtype, bank.dtype)
+        logits = anchors[confident].to(dtype) @ bank.to(dtype).t() / self.tau
         pos_mask = positives[confident]
         all_mask = keep.unsqueeze(0).expand_as(logits)
         zero = zero_with_graph(anchors)
@@ -129,6 +138,7 @@ class CrossDomainContrastiveLoss(nn.Module):
             has_confident=has_confident,
         )
 
+    @float32_compute
     def forward(
         self,
         anchors: torch.Tensor,

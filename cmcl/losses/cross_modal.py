@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from cmcl.losses._checks import check_mask, check_matrix, check_tau, check_vector, zero_with_graph
+from cmcl.losses._precision import float32_compute
 
 
 class CrossModalContrastiveLoss(nn.Module):
@@ -18,6 +19,15 @@ class CrossModalContrastiveLoss(nn.Module):
     and the loss is the mean over anchors. Positive: the other modality of the
     same segment (bank row ``p_i``); negatives: every other row of the bank.
     This is one direction; the method sums both directions and both domains.
+
+    With ``valid`` (a randomly initialised bank, some rows never written), an
+    anchor whose positive row is unwritten has no real positive (the row is
+    random noise) and is left out of the mean; unwritten rows are never
+    negatives. A batch ``positive`` is always real, so then every anchor counts.
+
+    Precision: computed in float32 (float64 for float64 inputs) with autocast
+    disabled, whatever context encloses the call; the result is a float32 scalar
+    for float32, bfloat16 or float16 inputs.
 
     Args:
         tau: temperature (> 0; stable down to 0.01).
@@ -37,6 +47,19 @@ class CrossModalContrastiveLoss(nn.Module):
         super().__init__()
         self.tau = check_tau(tau)
 
+    @staticmethod
+    def used_anchors(
+        positive_index: torch.Tensor,
+        *,
+        positive: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(N,) bool: anchors with a real positive (all of them unless a bank positive is unwritten)."""
+        if valid is None or positive is not None:
+            return torch.ones_like(positive_index, dtype=torch.bool)
+        return valid.bool()[positive_index]
+
+    @float32_compute
     def per_anchor(
         self,
         anchors: torch.Tensor,
@@ -46,7 +69,7 @@ class CrossModalContrastiveLoss(nn.Module):
         positive: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The unreduced losses, shape (N,)."""
+        """The unreduced losses, shape (N,), every anchor's (see :meth:`used_anchors`)."""
         check_matrix("anchors", anchors)
         check_matrix("bank", bank, anchors.shape[1])
         check_vector("positive_index", positive_index, anchors.shape[0])
@@ -58,7 +81,8 @@ class CrossModalContrastiveLoss(nn.Module):
             raise ValueError(
                 f"positive_index must be in [0, {bank.shape[0]}), got out-of-range rows"
             )
-        anchors, bank = anchors.float(), bank.float()
+        dtype = torch.promote_types(anchors.dtype, bank.dtype)
+        anchors, bank = anchors.to(dtype), bank.to(dtype)
         logits = anchors @ bank.t() / self.tau
         rows = torch.arange(anchors.shape[0], device=anchors.device)
         if positive is not None:
@@ -67,18 +91,21 @@ class CrossModalContrastiveLoss(nn.Module):
                 raise ValueError(
                     f"positive must have shape {tuple(anchors.shape)}, got {tuple(positive.shape)}"
                 )
-            positive_logit = (anchors * positive.float()).sum(dim=1) / self.tau
+            positive_logit = (anchors * positive.to(dtype)).sum(dim=1) / self.tau
             # The bank row of the positive is a stale copy of the same segment: replace it.
             logits = logits.index_put((rows, positive_index), positive_logit)
         else:
             positive_logit = logits[rows, positive_index]
         if valid is not None:
             check_mask("valid", valid, bank.shape[0])
+            # The positive stays in its own row's log-sum even when unwritten, so
+            # that the row is finite; such an anchor is then left out by the mean.
             keep = valid.bool().unsqueeze(0).expand_as(logits).clone()
             keep[rows, positive_index] = True
             logits = logits.masked_fill(~keep, float("-inf"))
         return torch.logsumexp(logits, dim=1) - positive_logit
 
+    @float32_compute
     def forward(
         self,
         anchors: torch.Tensor,
@@ -91,4 +118,8 @@ class CrossModalContrastiveLoss(nn.Module):
         losses = self.per_anchor(anchors, bank, positive_index, positive=positive, valid=valid)
         if losses.numel() == 0:
             return zero_with_graph(anchors)
-        return losses.mean()
+        if valid is None or positive is not None:
+            return losses.mean()
+        # Masked arithmetic rather than boolean indexing: no read of device values.
+        used = self.used_anchors(positive_index, positive=positive, valid=valid).to(losses.dtype)
+        return (losses * used).sum() / used.sum().clamp_min(1.0)

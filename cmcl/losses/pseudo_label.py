@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cmcl.losses._checks import check_matrix, zero_with_graph
+from cmcl.losses._precision import float32_compute
 
 
 class PseudoLabels(NamedTuple):
@@ -23,12 +24,13 @@ class PseudoLabels(NamedTuple):
     confident: torch.Tensor
 
 
+@float32_compute
 def confident_pseudo_labels(logits: torch.Tensor, threshold: float) -> PseudoLabels:
     """``confident = max softmax >= threshold`` (a probability equal to T counts), computed in float32."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold T must be in (0, 1], got {threshold}")
     check_matrix("logits", logits)
-    probs = torch.softmax(logits.detach().float(), dim=1)
+    probs = torch.softmax(logits.detach(), dim=1)
     confidence, label = probs.max(dim=1)
     return PseudoLabels(label=label, confidence=confidence, confident=confidence >= threshold)
 
@@ -46,7 +48,8 @@ class PseudoLabelLoss(nn.Module):
     """Cross-entropy of logits against their own confident, detached argmax.
 
     The loss is the mean over rows whose max softmax is >= T, and exactly 0
-    (still attached to the graph) when none is confident.
+    (still attached to the graph) when none is confident. Computed in float32
+    whatever autocast encloses it.
 
     Args:
         threshold: T in (0, 1].
@@ -61,12 +64,14 @@ class PseudoLabelLoss(nn.Module):
             raise ValueError(f"threshold T must be in (0, 1], got {threshold}")
         self.threshold = float(threshold)
 
+    @float32_compute
     def per_sample(self, logits: torch.Tensor) -> PseudoLabelLosses:
         pseudo = confident_pseudo_labels(logits, self.threshold)
         used = pseudo.confident
-        losses = F.cross_entropy(logits[used].float(), pseudo.label[used], reduction="none")
+        losses = F.cross_entropy(logits[used], pseudo.label[used], reduction="none")
         return PseudoLabelLosses(losses=losses, used=used)
 
+    @float32_compute
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         result = self.per_sample(logits)
         if result.losses.numel() == 0:

@@ -146,3 +146,18 @@ def global_mean(losses: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if count.item() == 0:
         return zero_with_graph(like)
     return losses.sum() * dist.world_size() / count
+
+
+def global_weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``losses`` over the rows of weight 1, counted over ALL workers (see :func:`global_mean`).
+
+    Masked arithmetic instead of boolean indexing, so the host reads no device
+    value: with no row used anywhere the result is an attached 0 (finite losses
+    times zero weights over a count clamped to 1).
+
+    Shape:
+        losses: (N,) every local row's loss, finite; weights: (N,) 0/1; output: scalar
+    """
+    weights = weights.to(losses.dtype)
+    count = dist.all_reduce_sum(weights.sum().detach())
+    return (losses * weights).sum() * dist.world_size() / count.clamp_min(1.0)

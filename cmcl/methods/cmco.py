@@ -23,10 +23,22 @@ from torch import nn
 from cmcl import dist
 from cmcl.config import MethodConfig
 from cmcl.data.base import DataInfo
-from cmcl.losses import CrossDomainContrastiveLoss, CrossModalContrastiveLoss
+from cmcl.losses import (
+    CrossDomainContrastiveLoss,
+    CrossModalContrastiveLoss,
+    confident_pseudo_labels,
+)
 from cmcl.losses._checks import zero_with_graph
 from cmcl.losses.cross_domain import BatchTerms
-from cmcl.methods.base import ADAPT, Encode, Method, StepContext, StepResult, global_mean
+from cmcl.methods.base import (
+    ADAPT,
+    Encode,
+    Method,
+    StepContext,
+    StepResult,
+    global_mean,
+    global_weighted_mean,
+)
 from cmcl.models.two_stream import MODALITIES, StreamOutput, TwoStreamModel
 from cmcl.modules import MemoryBank
 
@@ -100,21 +112,23 @@ class CrossModalContrastive(Method):
             positive = (
                 vectors[f"{other}_{space}"] if self.config.modality_positive == "batch" else None
             )
-            per_direction.append(
-                self.modality_loss(
-                    vectors[f"{modality}_{space}"],
-                    bank.memory,
-                    index,
-                    positive=positive,
-                    valid=None if bool(bank.written.all()) else bank.written,
+            valid = None if bool(bank.written.all()) else bank.written
+            anchors = vectors[f"{modality}_{space}"]
+            if valid is None:
+                term = self.modality_loss(anchors, bank.memory, index, positive=positive)
+            else:
+                # A randomly initialised bank: anchors whose positive row was never
+                # written leave the mean, counted over the global batch.
+                losses = self.modality_loss.per_anchor(
+                    anchors, bank.memory, index, positive=positive, valid=valid
                 )
-            )
+                used = self.modality_loss.used_anchors(index, positive=positive, valid=valid)
+                term = global_weighted_mean(losses, used)
+            per_direction.append(term)
         return sum(per_direction) / len(per_direction)
 
     def _domain_term(self, vectors: dict[str, torch.Tensor], fused: torch.Tensor, modality: str):
-        probs = torch.softmax(fused.detach().float(), dim=1)
-        confidence, pseudo = probs.max(dim=1)
-        confident = confidence >= self.config.threshold
+        pseudo, _, confident = confident_pseudo_labels(fused, self.config.threshold)
         space = self.domain_space
         bank = self.banks[f"source_{modality}_{space}"]
         valid = None if bool(bank.written.all()) else bank.written

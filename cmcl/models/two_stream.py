@@ -47,7 +47,9 @@ class ProjectionHead(nn.Module):
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(features), dim=1)
+        # The layers may run in bfloat16 under autocast; the unit rows the banks
+        # and the contrastive loss compare are normalised in float32.
+        return F.normalize(self.net(features).float(), dim=1)
 
 
 class Stream(nn.Module):

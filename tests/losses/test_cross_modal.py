@@ -38,12 +38,16 @@ def naive_cross_modal(anchors, bank, positive_index, tau, positive=None, valid=N
     """Mean over anchors of -s(a, pos)/tau + log sum_j exp(s(a, row_j)/tau), in loops.
 
     With ``positive`` the batch vector stands in for the bank row ``positive_index[i]``
-    (numerator and denominator); with ``valid`` masked rows leave the denominator
-    except the positive's own row.
+    (numerator and denominator); with ``valid`` masked rows leave the denominator,
+    and without a batch positive an anchor whose positive row is masked (never
+    written: random noise, not its other modality) is left out of the mean.
     """
-    total = None
+    total, used = None, 0
     for i in range(anchors.shape[0]):
         p = int(positive_index[i])
+        if valid is not None and positive is None and not bool(valid[p]):
+            continue
+        used += 1
         target = positive[i] if positive is not None else bank[p]
         pos_logit = naive_dot(anchors[i], target) / tau
         terms = []
@@ -54,7 +58,9 @@ def naive_cross_modal(anchors, bank, positive_index, tau, positive=None, valid=N
                 terms.append(naive_dot(anchors[i], bank[j]) / tau)
         loss_i = naive_logsumexp(terms) - pos_logit
         total = loss_i if total is None else total + loss_i
-    return total / anchors.shape[0]
+    if total is None:
+        return (anchors * 0.0).sum()
+    return total / used
 
 
 # ---------------------------------------------------------------- helpers
@@ -126,8 +132,44 @@ def test_valid_mask_matches_loop_reference(shape, tau):
     anchors, bank = unit_rows(gen, n, d), unit_rows(gen, k, d)
     index = torch.randint(k, (n,), generator=gen)
     valid = torch.rand(k, generator=gen) < 0.5
-    valid[index[0]] = False  # a masked positive row must still count as the positive
+    valid[index[0]] = False  # this anchor has no real positive: it leaves the mean
     compare_with_reference(anchors, bank, index, tau, valid=valid)
+
+
+@pytest.mark.parametrize("tau", [0.01, 0.1, 1.0])
+def test_valid_mask_with_batch_positive_keeps_every_anchor(tau):
+    gen = torch.Generator().manual_seed(5)
+    anchors, bank, positive = unit_rows(gen, 5, 4), unit_rows(gen, 8, 4), unit_rows(gen, 5, 4)
+    index = torch.randint(8, (5,), generator=gen)
+    valid = torch.zeros(8, dtype=torch.bool)
+    valid[index[1:]] = True
+    compare_with_reference(anchors, bank, index, tau, positive=positive, valid=valid)
+
+
+def test_unwritten_positive_leaves_the_anchor_out_exactly():
+    gen = torch.Generator().manual_seed(11)
+    anchors, bank = unit_rows(gen, 3, 4).float(), unit_rows(gen, 6, 4).float()
+    index = torch.tensor([0, 1, 2])
+    valid = torch.tensor([True, False, True, True, True, True])
+    loss_fn = CrossModalContrastiveLoss(tau=0.1)
+    per = loss_fn.per_anchor(anchors, bank, index, valid=valid)
+    used = loss_fn.used_anchors(index, valid=valid)
+    assert used.tolist() == [True, False, True]
+    got = loss_fn(anchors, bank, index, valid=valid)
+    torch.testing.assert_close(got, (per[0] + per[2]) / 2)
+
+
+def test_no_anchor_with_a_written_positive_gives_an_attached_zero():
+    gen = torch.Generator().manual_seed(12)
+    anchors = unit_rows(gen, 4, 3).float().requires_grad_(True)
+    bank = unit_rows(gen, 5, 3).float()
+    valid = torch.tensor([False, False, True, True, True])
+    loss = CrossModalContrastiveLoss(tau=0.1)(
+        anchors, bank, torch.tensor([0, 1, 0, 1]), valid=valid
+    )
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(anchors.grad, torch.zeros_like(anchors))
 
 
 @pytest.mark.parametrize("tau", [0.05, 0.5])
@@ -242,7 +284,9 @@ def test_masked_rows_do_not_matter_and_all_valid_is_no_mask():
     changed = bank.clone()
     changed[[1, 5]] = anchors[:2]  # masked, not a positive: may hold anything
     torch.testing.assert_close(loss_fn(anchors, changed, index, valid=valid), masked)
-    changed[3] = -anchors[3]  # row 3 is masked but is anchor 3's positive: it must count
+    changed[3] = -anchors[3]  # masked and anchor 3's positive: that anchor is left out
+    torch.testing.assert_close(loss_fn(anchors, changed, index, valid=valid), masked)
+    changed[0] = -anchors[0]  # written and anchor 0's positive: it counts
     assert not torch.allclose(loss_fn(anchors, changed, index, valid=valid), masked)
     all_valid = torch.ones(8, dtype=torch.bool)
     torch.testing.assert_close(

@@ -80,3 +80,34 @@ def test_bad_shapes_are_errors():
         MMDLoss()(torch.randn(0, 3), torch.randn(2, 3))
     with pytest.raises(ValueError, match="bandwidths"):
         MMDLoss((1.0, 0.0))
+
+
+def i3d_like(gen: torch.Generator, n: int, shift: float = 0.0) -> torch.Tensor:
+    """Non-negative 1024-d rows with norms 10-50, like pooled I3D features."""
+    x = torch.relu(torch.randn(n, 1024, generator=gen) + shift)
+    return x / x.norm(dim=1, keepdim=True) * torch.empty(n, 1).uniform_(10, 50, generator=gen)
+
+
+def test_a_point_has_the_exact_kernel_with_itself():
+    # The matmul form gave 11.98 here: |x|^2 + |x|^2 - 2 x.x is not 0 in float32.
+    x = torch.randn(4, 1024, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(MMDLoss().kernel(x, x).diagonal(), torch.full((4,), 12.0))
+    features = i3d_like(torch.Generator().manual_seed(1), 5)
+    assert torch.equal(MMDLoss().kernel(features, features).diagonal(), torch.full((5,), 12.0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("shift", [0.0, 0.3])
+def test_float32_value_and_gradient_match_float64_on_i3d_scale_features(seed, shift):
+    gen = torch.Generator().manual_seed(seed)
+    source, target = i3d_like(gen, 16), i3d_like(gen, 16, shift=shift)
+    target[:3] = source[:3]  # coincident rows across domains: zero distances off the diagonal
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        xs = source.detach().to(dtype).clone().requires_grad_(True)
+        xt = target.detach().to(dtype).clone().requires_grad_(True)
+        value = MMDLoss()(xs, xt)
+        value.backward()
+        results[dtype] = (value.detach().double(), xs.grad.double(), xt.grad.double())
+    for got, want in zip(results[torch.float32], results[torch.float64], strict=True):
+        assert float((got - want).norm() / want.norm()) < 1e-5

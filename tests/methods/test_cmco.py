@@ -123,3 +123,64 @@ def test_confident_pseudo_labels_drive_the_domain_term(tiny_store):
     result = method(source, target, StepContext("adapt", 0, 10))
     assert result.losses["do_rgb"].item() == 0.0 and result.losses["do_flow"].item() == 0.0
     assert result.losses["do_rgb"].requires_grad
+
+
+def test_random_banks_leave_anchors_without_a_written_positive_out(tiny_store):
+    _, data, method, source, target = _setup(
+        tiny_store, method="cmco", T=0.01, **{"method.bank_init": "random"}
+    )
+    method.begin_adaptation(_encode(data, method.model))
+    ctx = StepContext("adapt", 0, 10)
+    result = method(source, target, ctx)
+    # Nothing written yet: no anchor has a real positive, no source row is a positive.
+    for name in ("mo_source", "mo_target", "do_rgb", "do_flow"):
+        assert result.losses[name].item() == 0.0 and result.losses[name].requires_grad, name
+    method.after_step(result, ctx)
+    again = method(source, target, ctx)
+    assert again.losses["mo_source"].item() > 0.0  # the source rows of this batch are written
+    assert again.losses["mo_target"].item() > 0.0
+
+
+def test_a_bf16_autocast_step_keeps_losses_and_banks_in_float32(tiny_store):
+    _, data, method, source, target = _setup(tiny_store, method="cmco", T=0.01)
+    method.begin_adaptation(_encode(data, method.model))
+    ctx = StepContext("adapt", 0, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        result = method(source, target, ctx)
+        reference = method.model.streams["rgb"].classifier(torch.randn(2, 32))
+    assert reference.dtype == torch.bfloat16  # the layers do run in bfloat16
+    for name, value in result.losses.items():
+        assert value.dtype == torch.float32, name
+    for name, value in result.state.items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float32, name
+    result.total().backward()
+    method.after_step(result, ctx)
+    for name, bank in method.banks.items():
+        assert bank.memory.dtype == torch.float32, name
+        norms = bank.memory[bank.written].norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("method_name", ["cmco", "mmd"])
+def test_a_bf16_training_run_on_cpu_computes_every_loss_in_float32(
+    tiny_store, monkeypatch, method_name
+):
+    from cmcl.engine import fit
+    from cmcl.methods.base import StepResult
+
+    seen: list[tuple[str, torch.dtype]] = []
+    original = StepResult.total
+
+    def record(self):
+        seen.extend((name, value.dtype) for name, value in self.losses.items())
+        return original(self)
+
+    monkeypatch.setattr(StepResult, "total", record)
+    config = RunConfig.from_overrides(
+        tiny_overrides(tiny_store, method=method_name, **{"train.precision": "bf16"})
+    )
+    fit(config)
+    adaptation_terms = {"cmco": "mo_source", "mmd": "mmd_rgb"}[method_name]
+    assert {"src_ce", adaptation_terms} <= {name for name, _ in seen}
+    assert {dtype for _, dtype in seen} == {torch.float32}
