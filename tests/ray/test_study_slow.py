@@ -275,3 +275,105 @@ def test_a_failing_run_among_parallel_runs_errors_the_trial(private_ray, tiny_st
     assert ray.available_resources().get("CPU") == 2.0
     time.sleep(5)
     assert not (run_dir(path, record["runs"][0]) / "summary.json").exists()
+
+
+def _two_trial_study(tmp_path, tiny_store):
+    settings = tiny_settings(
+        tiny_store,
+        **{
+            "train.warmup_steps": 40,
+            "train.steps": 1200,
+            "train.eval_every": 40,
+            "train.checkpoint_every": 80,
+        },
+    )
+    file = tmp_path / "pair.yaml"
+    file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "pair",
+                "benchmark": "synthetic-epic",
+                "pairs": ["D2-D1"],
+                "methods": ["cmco"],
+                "settings": settings,
+                "search": {"lambda": [1.0, 2.0]},
+                "max_concurrent": 2,
+            }
+        )
+    )
+    return file
+
+
+def _results_by_lambda(path):
+    """Each run's rows without what names the run (ids differ between studies) or times it."""
+    frames = {}
+    for record in read_trial_records(path):
+        (run,) = record["runs"]
+        frame = pd.read_parquet(results_file(path, run))
+        drop = ["trial_id", "run_id", "elapsed_s", *(c for c in frame if c.startswith("cfg.out"))]
+        frames[record["params"]["method.lam"]] = frame.drop(columns=drop)
+    return frames
+
+
+def test_a_second_driver_is_refused_while_the_first_trains(tiny_store, tmp_path):
+    file = _two_trial_study(tmp_path, tiny_store)
+    path = tmp_path / "studies_out" / "pair"
+    with open(tmp_path / "first.log", "w") as log:
+        first = _driver(["run", str(file)], tmp_path, log)
+        try:
+            _wait_for(
+                lambda: any(
+                    r["state"] == "running" and r["evaluations"] >= 2
+                    for r in (read_trial_records(path) if path.exists() else [])
+                ),
+                300,
+                "the first driver's trials to train",
+            )
+            second = {}
+            for command in (["resume", str(path)], ["run", str(file)]):
+                done = subprocess.run(
+                    [sys.executable, "-m", "cmcl.cli", "study", *command, "--num-cpus", "2"],
+                    cwd=tmp_path,
+                    env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": RAY_TMP},
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                second[command[0]] = done
+            status = subprocess.run(
+                [sys.executable, "-m", "cmcl.cli", "study", "status", str(path)],
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert first.poll() is None, "the first driver ended before the second was tried"
+            assert first.wait(timeout=500) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        finally:
+            _kill_tree(first)
+    for command, done in second.items():
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert (
+            f"Error: {path} is being run by another driver (pid {first.pid} on " in done.stderr
+        ), done.stderr
+    assert status.returncode == 0 and f"driver: running (pid {first.pid} on" in status.stdout
+    records = read_trial_records(path)
+    assert len(records) == 2 and {r["state"] for r in records} == {"done"}
+    assert len(list((path / "results").iterdir())) == 2
+    assert not list(path.glob("stale-*")) and not (path / "driver.lease").exists()
+
+    # The same study, undisturbed, in another storage: the same rows, to the bit.
+    with open(tmp_path / "alone.log", "w") as log:
+        alone = _driver(["run", str(file), "--storage", "alone"], tmp_path, log)
+        try:
+            assert alone.wait(timeout=500) == 0, (tmp_path / "alone.log").read_text()[-3000:]
+        finally:
+            _kill_tree(alone)
+    disturbed, undisturbed = (
+        _results_by_lambda(path),
+        _results_by_lambda(tmp_path / "alone" / "pair"),
+    )
+    assert sorted(disturbed) == [1.0, 2.0] and sorted(undisturbed) == [1.0, 2.0]
+    for lam, frame in undisturbed.items():
+        assert len(frame) == 31
+        pd.testing.assert_frame_equal(disturbed[lam], frame, check_exact=True)
