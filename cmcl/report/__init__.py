@@ -8,6 +8,7 @@ blocked). Entry point: :func:`cmcl.report.build.build_report` (``cmcl report``).
     choose     which configuration stands for a table row
     paper      the paper's numbers (paper_tables.json) and row -> settings
     tables     fill a paper table; layout renders it
+    protocol   what produced a table: mode (feature/video) and schedule, from the runs
     selection  what each selection metric would pick
     plots, hpo, features   figures; sections, document, build   the report
 """

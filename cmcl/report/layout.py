@@ -10,6 +10,7 @@ import pandas as pd
 from cmcl.report.aggregate import SeedStat, metric_text, rule_text
 from cmcl.report.document import Block, Bullets, Heading, Table, Text
 from cmcl.report.paper import SETTING_NAMES, pair_label
+from cmcl.report.protocol import mode_lines, schedule_lines
 from cmcl.report.tables import Cell, RowResult, TableResult
 
 DASH = "—"
@@ -70,6 +71,24 @@ def cell_text(result: TableResult, row: RowResult, column: str) -> str:
     return ours + _paper_part(cell, paper, signed)
 
 
+def protocol_lines(result: TableResult) -> list[str]:
+    """What produced the table's numbers, from the recorded config of the runs behind them:
+    their mode (feature or video) and their schedule (see :mod:`cmcl.report.protocol`)."""
+    used = result.runs_used()
+    if used.empty:
+        return []
+    rows = [(r.row.label(), r.runs_used()) for r in result.rows if r.used]
+    return [
+        *mode_lines(
+            used,
+            synthetic=result.synthetic,
+            rows=rows,
+            sampling_table=result.table.key.startswith("table5"),
+        ),
+        *schedule_lines(used, result.benchmark),
+    ]
+
+
 def _setting_columns(result: TableResult) -> list[str]:
     keys: list[str] = []
     for row in result.table.rows:
@@ -110,6 +129,7 @@ def table_blocks(result: TableResult, rule: str) -> list[Block]:
             f"Studies: {', '.join(result.studies) or DASH}."
         )
     )
+    blocks += [Text(line) for line in protocol_lines(result)]
     if table.note:
         blocks.append(Text(f"Paper's note: {table.note}"))
     blocks.append(Text(LEGEND))

@@ -17,6 +17,7 @@ from cmcl.report.features import (
 )
 from cmcl.report.paper import benchmark_family, class_names, family_pairs, pair_label
 from cmcl.report.plots import METHOD_COLOURS
+from cmcl.report.protocol import FEATURE, modes_text, run_modes
 from cmcl.report.selection import (
     CRITERIA,
     checkpoint_picks,
@@ -26,6 +27,28 @@ from cmcl.report.selection import (
 from cmcl.report.store import Results
 
 RETRIEVAL_ROWS = 10
+MODE_COLUMN = (
+    "Mode, from each run's `model.backbone`: video (end-to-end I3D on frames, the paper's "
+    "protocol) or feature (small layers on frozen I3D features of fixed windows, no crop or flip "
+    "augmentation; on the synthetic benchmarks, generated vectors)."
+)
+
+
+def feature_mode_note(runs: pd.DataFrame) -> list[Block]:
+    """One caption line for a table built from runs of several studies, where some are in
+    feature mode (the paper tables say more, see :mod:`cmcl.report.protocol`)."""
+    modes = run_modes(runs)
+    feature = runs[modes == FEATURE]
+    if feature.empty:
+        return []
+    studies = ", ".join(sorted(feature["study"].astype(str).unique()))
+    everything = "All runs" if len(feature) == len(runs) else f"{len(feature)} of {len(runs)} runs"
+    return [
+        Text(
+            f"{everything} here are in feature mode (studies: {studies}; see the Mode column of "
+            "'What was read'): not the paper's end-to-end protocol."
+        )
+    ]
 
 
 def overview_blocks(results: Results, runs: pd.DataFrame) -> list[Block]:
@@ -37,6 +60,7 @@ def overview_blocks(results: Results, runs: pd.DataFrame) -> list[Block]:
             [
                 study.name,
                 ", ".join(sorted(mine["benchmark"].unique())) or "—",
+                modes_text(mine),
                 ", ".join(sorted(mine["method"].unique())) or "—",
                 ", ".join(pair_label(p) for p in sorted(mine["pair"].unique())) or "—",
                 str(mine["seed"].nunique()),
@@ -49,6 +73,7 @@ def overview_blocks(results: Results, runs: pd.DataFrame) -> list[Block]:
     headers = [
         "Study",
         "Benchmarks",
+        "Mode",
         "Methods",
         "Pairs",
         "Seeds",
@@ -57,7 +82,7 @@ def overview_blocks(results: Results, runs: pd.DataFrame) -> list[Block]:
         "Objective",
         "Paper tables",
     ]
-    blocks: list[Block] = [Heading(1, "What was read"), Table(headers, rows)]
+    blocks: list[Block] = [Heading(1, "What was read"), Text(MODE_COLUMN), Table(headers, rows)]
     unfinished = runs[~runs["finished"]]
     if len(unfinished):
         blocks.append(
@@ -82,6 +107,7 @@ def selection_blocks(evals: pd.DataFrame, runs: pd.DataFrame, rule: str) -> list
             f"{', '.join(CRITERIA)} use no target labels. 'lost' = oracle's target accuracy − the "
             f"pick's. Accuracies under rule {rule}; synthetic studies are marked in the Benchmark column."
         ),
+        *feature_mode_note(runs),
     ]
     configs = configuration_picks(runs)
     if len(configs):
@@ -136,6 +162,7 @@ def feature_blocks(runs: pd.DataFrame, folder: Path, metric: str, max_tsne: int)
             "space (before the projection head); accuracy = % of target segments whose neighbour "
             "has the same class. RGB+flow concatenates the normalised features of both streams."
         ),
+        *feature_mode_note(with_features),
     ]
     records, problems = [], []
     frames: dict[str, pd.DataFrame] = {}

@@ -73,6 +73,18 @@ class RowResult:
     cells: dict[str, Cell] = field(default_factory=dict)
     """By column: a pair (``D2-D1``), ``Mean``, ``Gain``, ``Gain via sampling``."""
     missing_pairs: tuple[str, ...] = ()
+    used: list[pd.DataFrame] = field(default_factory=list, repr=False)
+    """The runs behind this row's numbers: each cell's chosen runs and its source-only baseline."""
+
+    def runs_used(self) -> pd.DataFrame:
+        return _concat_runs(self.used)
+
+
+def _concat_runs(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["run_key"])
+    return pd.concat(frames, ignore_index=True, sort=False).drop_duplicates("run_key")
 
 
 @dataclass
@@ -88,6 +100,10 @@ class TableResult:
     metric: str
     studies: tuple[str, ...]
     ks: tuple[int, ...]
+
+    def runs_used(self) -> pd.DataFrame:
+        """Every run behind the table's numbers (what its captions describe: mode, schedule)."""
+        return _concat_runs([f for r in self.rows for f in r.used])
 
     def filled_rows(self) -> list[RowResult]:
         """Rows with at least one reproduced pair."""
@@ -191,8 +207,10 @@ def fill_table(
                 continue
             cell = _seed_cell(choice.runs, pair, table.paper_value(row, pair))
             cell.choice = choice.describe()
+            row_result.used.append(choice.runs)
             if row.method != SOURCE_ONLY:
                 base, note = _baseline(baselines, choice.runs, metric)
+                row_result.used.append(base)
                 if len(base):
                     cell.gain = cell.fused.mean - float(base["target_acc"].mean())
                     gains[pair] = (cell.samples, base["target_acc"].to_numpy(float))
