@@ -6,13 +6,22 @@ A checkpoint is a directory (so Ray Train can persist it as is)::
                 (rank 0's, and every worker's under DDP), position (stage,
                 step) and the evaluation history
     meta.json   stage, step, global step, config: readable without torch
+
+A checkpoint is written under a temporary name and renamed, so a crash never
+leaves half of one; a disk error, a partial copy or a bit flip can still
+damage one later. ``state.pt`` is a zip archive with a CRC per member, which
+:func:`checkpoint_problem` verifies (``torch.load`` does not: it loads a
+flipped bit silently), and :func:`latest_checkpoint` passes over a damaged
+newest checkpoint to the previous intact one, saying so.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +31,12 @@ import torch
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+
+log = logging.getLogger(__name__)
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint's files exist but cannot be read back as written."""
 
 
 @dataclass
@@ -135,7 +150,16 @@ def load_checkpoint(
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint state here")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    problem = checkpoint_problem(directory)
+    if problem is not None:
+        raise CorruptCheckpointError(
+            f"{problem}; resume from an earlier checkpoint of the run (delete this one, "
+            "and --resume takes the newest intact one) or start the run again"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise CorruptCheckpointError(f"{path}: cannot load the checkpoint: {error}") from None
     method.load_state_dict(state["method"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -150,13 +174,69 @@ def load_checkpoint(
     )
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``run_dir/checkpoints`` (None if there is none)."""
+def checkpoint_problem(directory: str | Path) -> str | None:
+    """Why the checkpoint in ``directory`` cannot be trusted, naming the file; None if intact.
+
+    Reads every byte of ``state.pt`` once (its zip CRCs) and parses ``meta.json``.
+    """
+    state = Path(directory) / STATE_FILE
+    try:
+        with zipfile.ZipFile(state) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"{state}: damaged checkpoint ({error})"
+    if bad is not None:
+        return f"{state}: damaged checkpoint (member {bad} fails its CRC check)"
+    meta = Path(directory) / META_FILE
+    try:
+        json.loads(meta.read_text())
+    except (OSError, ValueError) as error:
+        return f"{meta}: damaged checkpoint ({error})"
+    return None
+
+
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint directories (holding ``state.pt``) under ``run_dir``, newest first."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
-        return None
+        return []
     done = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file() and p.suffix != ".tmp"]
-    return max(done, key=lambda p: p.name) if done else None
+    return sorted(done, key=lambda p: p.name, reverse=True)
+
+
+def latest_intact_checkpoint(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that passes :func:`checkpoint_problem`, and one line per newer
+    one passed over (what is wrong with it).
+
+    Raises:
+        CorruptCheckpointError: there are checkpoints, but none is intact (starting
+            over would silently discard the run).
+    """
+    skipped: list[str] = []
+    for directory in checkpoint_dirs(run_dir):
+        problem = checkpoint_problem(directory)
+        if problem is None:
+            return directory, skipped
+        skipped.append(problem)
+    if skipped:
+        raise CorruptCheckpointError(
+            f"no intact checkpoint under {Path(run_dir) / 'checkpoints'}: "
+            + "; ".join(skipped)
+            + ". Start the run again (remove the run directory or give another --out)"
+        )
+    return None, skipped
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest intact checkpoint under ``run_dir/checkpoints`` (None if there is none).
+
+    A damaged newer one is passed over with a warning naming it (see
+    :func:`latest_intact_checkpoint`, which raises when none is intact).
+    """
+    found, skipped = latest_intact_checkpoint(run_dir)
+    for problem in skipped:
+        log.warning("%s; resuming from %s instead", problem, found)
+    return found
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
