@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -155,68 +156,52 @@ def train(
       cmcl train --method cmco --workers 8 --gpus-per-worker 1 \\
           --address auto --storage s3://my-bucket/cmcl
     """
-    from cmcl.config import RunConfig, parse_assignments
     from cmcl.engine import ConsoleReporter, NonFiniteLossError, fit
-    from cmcl.engine.checkpoint import latest_checkpoint
     from cmcl.methods import method_class
 
+    named = {"benchmark": benchmark, "pair": pair, "method": method, "seed": seed}
+    paths = {
+        "data.features": features,
+        "data.root": root,
+        "data.splits": splits,
+        "model.i3d_rgb": i3d_rgb,
+        "model.i3d_flow": i3d_flow,
+    }
     try:
-        overrides = {"benchmark": benchmark, "pair": pair, "method": method, "seed": seed}
-        for key, value in (
-            ("data.features", features),
-            ("data.root", root),
-            ("data.splits", splits),
-            ("model.i3d_rgb", i3d_rgb),
-            ("model.i3d_flow", i3d_flow),
-        ):
-            if value is not None:
-                # Absolute: Ray Train workers do not share this process's working directory.
-                overrides[key] = str(Path(value).resolve())
-        assigned = parse_assignments(assignments)
-        overrides.update(assigned)
-        video_options = [
-            name
-            for name, value in (("--root", root), ("--i3d-rgb", i3d_rgb), ("--i3d-flow", i3d_flow))
-            if value is not None
-        ]
-        if video_options and features is not None:
-            _fail(
-                f"--features (feature mode) and {', '.join(video_options)} (video mode) "
-                "exclude each other; give one"
-            )
-        if video_options and "model.backbone" not in assigned:
-            overrides["model.backbone"] = "i3d"
-        config = RunConfig.from_overrides(overrides)
+        given = _given_settings(named, paths, assignments)
+        default_name = f"{benchmark}-{_pair_name(pair)}-{method}-s{seed}"
+    except (KeyError, ValueError) as error:
+        _fail(str(error).strip('"'))
+    on_ray = workers >= 2 or address is not None
+    if on_ray:
+        location = _ray_location(storage, out, default_name, resume=resume)
+        recorded = location.read_bytes("config.json") if resume else None
+        where = location.uri
+    else:
+        if gpus_per_worker > 0 or storage is not None:
+            _fail("--gpus-per-worker and --storage apply to Ray runs: add --workers N (N >= 2)")
+        if out is None:
+            out = f"runs/{default_name}"
+        recorded = _local_run_state(out, resume=resume)
+        where = out
+    try:
+        config = _run_config(named, given, recorded, source=f"{where}/config.json")
         method_class(config.method.name)
         _check_video_inputs(config)
     except (KeyError, ValueError) as error:
         _fail(str(error).strip('"'))
-    c = config
-    default_name = f"{c.data.benchmark}-{c.data.pair}-{c.method.name}-s{c.train.seed}"
-    if workers >= 2 or address is not None:
+    if on_ray:
         _train_on_ray(
             config,
+            location,
             workers=max(workers, 1),
             gpus_per_worker=gpus_per_worker,
             address=address,
-            storage=storage if storage is not None else str(Path(out).parent if out else "runs"),
-            name=Path(out).name if out else default_name,
             max_failures=max_failures,
-            resume=resume,
             quiet=quiet,
         )
         return
-    if gpus_per_worker > 0 or storage is not None:
-        _fail("--gpus-per-worker and --storage apply to Ray runs: add --workers N (N >= 2)")
-    if out is None:
-        out = f"runs/{default_name}"
-    if resume:
-        if latest_checkpoint(out) is None:
-            _fail(f"--resume: no checkpoint under {out}/checkpoints")
-        config = config.replace({"resume": "auto"})
-    elif latest_checkpoint(out) is not None:
-        _fail(f"{out} already holds a run; add --resume to continue it or choose another --out")
-    config = config.replace({"out": out})
+    config = config.replace({"out": out, "resume": _resume_from(out) if resume else None})
     click.echo(
         f"{config.method.name} on {config.data.benchmark} {config.data.pair}, seed "
         f"{config.train.seed}: {config.train.warmup_steps} warm-up + {config.train.steps} "
@@ -227,10 +212,109 @@ def train(
         result = fit(config, None if quiet else ConsoleReporter())
     except NonFiniteLossError as error:
         _fail(str(error))
-    except FileNotFoundError as error:
-        _fail(str(error))
     _echo_summary(result.summary)
     click.echo(f"wrote {out}/summary.json")
+
+
+def _pair_name(pair: str) -> str:
+    from cmcl.config import normalise_pair
+
+    return normalise_pair(pair)
+
+
+def _given_settings(
+    named: dict[str, Any], paths: dict[str, str | None], assignments: tuple[str, ...]
+) -> dict[str, Any]:
+    """The settings this command line states: options not left at their defaults and --set.
+
+    A resumed run takes every other setting from its config.json.
+    """
+    from click.core import ParameterSource
+
+    from cmcl.config import parse_assignments
+
+    context = click.get_current_context()
+    given = {
+        key: value
+        for key, value in named.items()
+        if context.get_parameter_source(key) is not ParameterSource.DEFAULT
+    }
+    # Absolute: Ray Train workers do not share this process's working directory.
+    given.update({k: str(Path(v).resolve()) for k, v in paths.items() if v is not None})
+    assigned = parse_assignments(assignments)
+    given.update(assigned)
+    video_keys = {
+        "--root": "data.root",
+        "--i3d-rgb": "model.i3d_rgb",
+        "--i3d-flow": "model.i3d_flow",
+    }
+    video_options = [option for option, key in video_keys.items() if paths[key] is not None]
+    if video_options and paths["data.features"] is not None:
+        _fail(
+            f"--features (feature mode) and {', '.join(video_options)} (video mode) "
+            "exclude each other; give one"
+        )
+    if video_options and "model.backbone" not in assigned:
+        given["model.backbone"] = "i3d"
+    return given
+
+
+def _run_config(
+    named: dict[str, Any], given: dict[str, Any], recorded: bytes | None, *, source: str
+):
+    """A new run: defaults, then the command line. A resumed run: its recorded settings,
+    which the command line may change only in operational keys (cmcl/engine/resume.py)."""
+    import json
+
+    from cmcl.config import RunConfig
+    from cmcl.engine.resume import recorded_config, resumed_config
+
+    if recorded is None:
+        return RunConfig.from_overrides({**named, **given})
+    try:
+        data = json.loads(recorded)
+    except ValueError as error:
+        raise ValueError(
+            f"{source}: not valid JSON ({error}); a resumed run continues with the settings "
+            "recorded there, so restore that file or start a new run with another --out"
+        ) from None
+    return resumed_config(recorded_config(data, source=source), given, source=source)
+
+
+def _local_run_state(out: str, *, resume: bool) -> bytes | None:
+    """Refuse to train over a run, or to resume none; the run's config.json when resuming."""
+    from cmcl.engine.checkpoint import checkpoint_dirs
+
+    held = bool(checkpoint_dirs(out))
+    if resume and not held:
+        _fail(f"--resume: no checkpoint under {out}/checkpoints")
+    if held and not resume:
+        _fail(f"{out} already holds a run; add --resume to continue it or choose another --out")
+    recorded = Path(out) / "config.json"
+    if not resume:
+        return None
+    if not recorded.is_file():
+        click.echo(
+            f"note: {recorded} is missing; the resumed run takes its settings from this "
+            "command line, and nothing checks that they are the ones it was trained with",
+            err=True,
+        )
+        return None
+    return recorded.read_bytes()
+
+
+def _resume_from(out: str) -> str:
+    """The newest intact checkpoint of ``out``, saying which damaged ones were passed over."""
+    from cmcl.engine.checkpoint import CorruptCheckpointError, latest_intact_checkpoint
+
+    try:
+        found, skipped = latest_intact_checkpoint(out)
+    except CorruptCheckpointError as error:
+        _fail(str(error))
+    assert found is not None  # _local_run_state saw a checkpoint
+    for problem in skipped:
+        click.echo(f"warning: {problem}; resuming from the previous one, {found}", err=True)
+    return str(found)
 
 
 def _echo_summary(s: dict) -> None:
@@ -242,28 +326,48 @@ def _echo_summary(s: dict) -> None:
     )
 
 
+def _ray_location(storage: str | None, out: str | None, default_name: str, *, resume: bool):
+    """``STORAGE/NAME`` of a Ray run, refusing to train over a run or to resume none."""
+    from cmcl.ray.storage import RunLocation
+
+    try:
+        location = RunLocation(
+            storage if storage is not None else str(Path(out).parent if out else "runs"),
+            Path(out).name if out else default_name,
+        )
+        done = location.checkpoint_names()
+    except ValueError as error:
+        _fail(str(error))
+    except OSError as error:
+        _fail(f"cannot read --storage {storage}: {error}")
+    if resume and not done:
+        _fail(f"--resume: no checkpoint under {location.uri}/checkpoints")
+    if done and not resume:
+        _fail(
+            f"{location.uri} already holds a run; add --resume to continue it or choose another --out"
+        )
+    return location
+
+
 def _train_on_ray(
     config,
+    location,
     *,
     workers: int,
     gpus_per_worker: float,
     address: str | None,
-    storage: str,
-    name: str,
     max_failures: int,
-    resume: bool,
     quiet: bool,
 ) -> None:
-    """``cmcl train`` through Ray Train (cmcl/ray/train.py); errors become click errors."""
+    """``cmcl train`` through Ray Train (cmcl/ray/train.py) into ``location``; errors become
+    click errors."""
     from cmcl.engine import NonFiniteLossError
     from cmcl.ray.scaling import check_scaling, missing_resources
     from cmcl.ray.session import ray_session
-    from cmcl.ray.storage import RunLocation
     from cmcl.ray.train import fit_distributed
 
     try:
         check_scaling(config, workers=workers, gpus_per_worker=gpus_per_worker)
-        location = RunLocation(storage, name)
     except ValueError as error:
         _fail(str(error))
     if address is None and gpus_per_worker > 0:
@@ -278,16 +382,6 @@ def _train_on_ray(
                 f"this machine has {have} (torch.cuda.device_count()); use --address to run "
                 "on a cluster with GPUs, or leave --gpus-per-worker out to train on CPUs"
             )
-    try:
-        done = location.checkpoint_names()
-    except OSError as error:
-        _fail(f"cannot read --storage {location.storage}: {error}")
-    if resume and not done:
-        _fail(f"--resume: no checkpoint under {location.uri}/checkpoints")
-    if done and not resume:
-        _fail(
-            f"{location.uri} already holds a run; add --resume to continue it or choose another --out"
-        )
     click.echo(
         f"{config.method.name} on {config.data.benchmark} {config.data.pair}, seed "
         f"{config.train.seed}: {config.train.warmup_steps} warm-up + {config.train.steps} "

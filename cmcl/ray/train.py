@@ -44,6 +44,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from cmcl.config import RunConfig
 from cmcl.engine import NonFiniteLossError, Reporter, fit
 from cmcl.engine.checkpoint import latest_checkpoint
+from cmcl.engine.resume import check_resume_settings, recorded_config
 from cmcl.ray.scaling import PLACEMENTS, check_scaling, missing_resources
 from cmcl.ray.session import ray_session
 from cmcl.ray.storage import CHECKPOINTS, RunLocation, record_config
@@ -215,7 +216,9 @@ def fit_distributed(
 
     Raises:
         ValueError: a layout that cannot work (batch not divisible, not enough
-            resources in a private instance, a name holding other settings).
+            resources in a private instance).
+        cmcl.engine.resume.ResumeSettingsError: ``<storage>/<name>`` holds a run
+            recorded with other settings (operational keys aside).
         NonFiniteLossError: a loss became NaN/inf (not retried: it is deterministic).
         ray.train.TrainingFailedError: the workers failed more than ``max_failures`` times.
     """
@@ -238,7 +241,18 @@ def fit_distributed(
         "progress": progress,
         "gpus_per_worker": gpus_per_worker,
     }
-    record_config(location, config)
+    source = f"{location.uri}/config.json"
+    try:
+        recorded = location.read_json("config.json")
+    except ValueError as error:
+        raise ValueError(
+            f"{source}: not valid JSON ({error}); restore it or use another name"
+        ) from None
+    if recorded is None:
+        record_config(location, config)
+    else:
+        # The run's config.json stays as written: a re-run may change only operational keys.
+        check_resume_settings(recorded_config(recorded, source=source), config, source=source)
     private = not ray.is_initialized()
     with ray_session() as available:
         problem = missing_resources(
