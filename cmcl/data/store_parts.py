@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from cmcl.data.benchmarks import get_benchmark
 from cmcl.data.feature_store import split_path, write_meta, write_table
+from cmcl.data.store_errors import DamagedFileError
 from cmcl.models.i3d import FEATURE_DIM
 
 if TYPE_CHECKING:
@@ -100,6 +101,16 @@ def _refuse(store: Path, what: str, old: dict[str, Any], new: dict[str, Any]) ->
     )
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError as error:
+        raise DamagedFileError(path, f"not JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise DamagedFileError(path, f"expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 def begin(plan: Plan, store: Path) -> bool:
     """Check ``store`` against ``plan``; True when it is already complete.
 
@@ -109,7 +120,7 @@ def begin(plan: Plan, store: Path) -> bool:
     new = json.loads(json.dumps(fingerprint(plan)))  # as it reads back from JSON
     meta_path = store / "meta.json"
     if meta_path.is_file():
-        old = json.loads(meta_path.read_text()).get("extraction", {})
+        old = _read_meta(meta_path).get("extraction", {})
         if old != new:
             _refuse(store, "a finished feature store", old, new)
         # A split file deleted since (the remedy for a damaged one) is computed again.
@@ -168,7 +179,9 @@ def _merge_split(plan: Plan, store: Path, domain: str, split: str) -> set[str]:
 
 def finish(plan: Plan, store: Path) -> Path:
     """Merge every split whose file is not there yet, write meta.json, drop parts/."""
-    devices: set[str] = set()
+    meta_path = store / "meta.json"
+    # Splits redone after a repair keep the devices that computed the others.
+    devices = set(_read_meta(meta_path).get("extracted_on", [])) if meta_path.is_file() else set()
     for domain, split in plan.tables:
         if not split_path(store, domain, split).is_file():
             devices |= _merge_split(plan, store, domain, split)

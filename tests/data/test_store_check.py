@@ -10,7 +10,13 @@ from click.testing import CliRunner
 from conftest import write_tiny_store
 
 from cmcl.cli import cli
-from cmcl.data.feature_store import FeaturePairData, read_split, split_path, write_split
+from cmcl.data.feature_store import (
+    FeaturePairData,
+    read_meta,
+    read_split,
+    split_path,
+    write_split,
+)
 from cmcl.data.store_check import check_store
 from cmcl.data.store_errors import DamagedFileError
 from cmcl.data.synthetic import SyntheticParams, synthetic_store
@@ -164,9 +170,20 @@ def test_a_damaged_extracted_split_is_recomputed_as_the_message_says(tiny_videos
     with pytest.raises(DamagedFileError, match="run `cmcl features extract` again") as info:
         read_split(store, "D1", "test")
     assert str(info.value).startswith(f"{path}: cannot be read")
+    devices = read_meta(store)["extracted_on"]
     path.unlink()  # the remedy the message gives
     report = extract_store(settings, store, progress=False)
     assert (report.computed, report.skipped) == (1, 1)
     again = read_split(store, "D1", "test")
     assert again.segment_ids == intact.segment_ids and (again.rgb == intact.rgb).all()
-    assert check_store(store).passed
+    assert check_store(store).passed and read_meta(store)["extracted_on"] == devices
+
+    meta = store / "meta.json"
+    meta.write_text(meta.read_text()[:20])
+    for attempt in (lambda: read_meta(store), lambda: extract_store(settings, store)):
+        with pytest.raises(DamagedFileError, match=r"delete meta\.json and run it again") as info:
+            attempt()
+        assert str(info.value).startswith(f"{meta}: cannot be read (not JSON")
+    meta.unlink()
+    report = extract_store(settings, store, progress=False)
+    assert report.computed == 0 and check_store(store).passed
