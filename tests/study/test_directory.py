@@ -89,7 +89,9 @@ def test_command_line_overrides(tmp_path):
         command_line_overrides(both, assignments={"lambda": 2.0})
     with pytest.raises(ValueError, match=r"--set: key 'seed'.*'seeds'"):
         command_line_overrides(both, assignments={"seed": 2})
-    with pytest.raises(ValueError, match=r"settings for epic: method\.threshold: threshold T must be in \(0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"settings for epic: method\.threshold: threshold T must be in \(0, 1\]"
+    ):
         command_line_overrides(both, assignments={"T": 2.0})
 
 
