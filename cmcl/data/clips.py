@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from cmcl.data import transforms
 from cmcl.data.base import mix_seed
 from cmcl.data.frames import FLOW_COMPONENTS, FrameLayout
-from cmcl.data.jpeg import FrameDecoder
+from cmcl.data.jpeg import CorruptFrameError, FrameDecoder
 from cmcl.data.segments import SegmentTable
 from cmcl.data.windows import TestWindowSampler, TrainWindowSampler, WindowSpec
 
@@ -92,6 +92,12 @@ class ClipDataset(Dataset):
                     raise FileNotFoundError(
                         f"{path}: missing frame of segment {self.segments.ids[index]} "
                         f"({self.segments.source}); `cmcl data check` lists every missing frame"
+                    ) from None
+                except CorruptFrameError as error:
+                    raise CorruptFrameError(
+                        f"{error} (frame of segment {self.segments.ids[index]}, "
+                        f"{self.segments.source}); replace or re-extract it; `cmcl data check "
+                        f"--root {self.root}` lists every damaged frame"
                     ) from None
                 first_path, first = next(iter(cache.items()))
                 if cache[path].shape[:2] != first.shape[:2]:

@@ -136,7 +136,17 @@ def restricted_load(path: str | Path) -> Any:
     """Unpickle ``path`` allowing only pandas/numpy data types (see :class:`RestrictedUnpickler`)."""
     path = Path(path)
     with path.open("rb") as handle:
-        return RestrictedUnpickler(handle, source=str(path)).load()
+        try:
+            return RestrictedUnpickler(handle, source=str(path)).load()
+        except UnsafePickleError:
+            raise
+        except (pickle.UnpicklingError, EOFError) as error:
+            if str(path) in str(error):  # our own messages already name the file
+                raise
+            raise ValueError(
+                f"{path}: truncated or damaged pickle ({error}); download this MM-SADA split "
+                "file again"
+            ) from None
 
 
 def _check_columns(frame: pd.DataFrame, source: str) -> None:
