@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cmcl.config import RunConfig
+from cmcl.config import DataConfig, RunConfig
 from cmcl.data.base import DataInfo
 from cmcl.engine.evaluate import Predictions
 
@@ -32,26 +32,51 @@ class NonFiniteMetricError(NonFiniteLossError):
 
 
 def refuse_empty_splits(info: DataInfo, config: RunConfig) -> None:
-    """ValueError naming every split of ``info`` without segments and where the data came from."""
+    """ValueError naming every split of ``info`` without segments and the file it came from."""
     empty = [name for name, size in info.sizes.items() if size == 0]
     if not empty:
         return
     d = config.data
-    if config.model.backbone == "i3d":
-        where = f"the annotations in {d.splits or Path(str(d.root)) / 'splits'}"
-        check = f"cmcl data check --benchmark {d.benchmark} --root {d.root}"
-    else:
-        where = f"the feature store {d.features or '(synthetic cache)'}"
-        check = f"cmcl data check --features {d.features or 'STORE'}"
-    named = ", ".join(
-        f"{name} ({info.source if name.startswith('source') else info.target} "
-        f"{'train' if name.endswith('train') else 'test'})"
-        for name in empty
+    video = config.model.backbone == "i3d"
+    found = []
+    for name in empty:
+        domain = info.source if name.startswith("source") else info.target
+        kind = "train" if name.endswith("train") else "test"
+        where = _annotation_file(config, domain, kind) if video else _store_file(d, domain, kind)
+        found.append(f"{name} ({domain} {kind}) has no segments in {where}")
+    check = (
+        f"--benchmark {d.benchmark} --root {d.root}"
+        if video
+        else f"--features {d.features or 'STORE'}"
     )
     raise ValueError(
-        f"{named} has no segments in {where}: a run needs segments in every split to "
-        f"train and to report a number (check the data with `{check}`)"
+        f"{'; '.join(found)}: a run needs segments in every split to train and to report a "
+        f"number (check the data with `cmcl data check {check}`)"
     )
+
+
+def _store_file(data: DataConfig, domain: str, kind: str) -> str:
+    if data.features is None:
+        return "the synthetic store"
+    return str(Path(data.features) / f"{domain}_{kind}.parquet")
+
+
+def _annotation_file(config: RunConfig, domain: str, kind: str) -> str:
+    """The annotation file of (domain, kind) where the benchmark's naming is known."""
+    d = config.data
+    directory = Path(d.splits) if d.splits else Path(str(d.root)) / "splits"
+    try:
+        if d.benchmark == "epic":
+            from cmcl.data.epic import split_path
+
+            return str(split_path(directory, domain, kind))
+        if d.benchmark == "ucf-hmdb":
+            from cmcl.data.ucf_hmdb import list_file_path
+
+            return str(list_file_path(directory, domain, kind))
+    except (OSError, ValueError):
+        pass  # the name alone cannot be worked out; the directory still points the way
+    return f"the annotations in {directory}"
 
 
 def refuse_non_finite(pred: Predictions, split: str, where: str) -> None:

@@ -34,6 +34,6 @@ def test_an_empty_annotation_split_is_refused_in_video_mode(
     with pytest.raises(ValueError) as info:
         fit(config)
     message = str(info.value)
-    assert message.startswith(f"{name} ({domain} {split}) has no segments in the annotations")
-    assert str(root / "splits") in message
+    pickle_path = root / "splits" / f"{domain}_{split}.pkl"
+    assert message.startswith(f"{name} ({domain} {split}) has no segments in {pickle_path}: ")
     assert f"cmcl data check --benchmark epic --root {root}" in message

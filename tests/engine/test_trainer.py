@@ -237,8 +237,12 @@ def test_the_trainer_refuses_any_data_with_an_empty_split(tiny_store):
         tiny_store, benchmark="synthetic-epic", source="D2", target="D1", synchronised=False
     )
     data.info = dataclasses.replace(data.info, sizes={**data.info.sizes, "target_train": 0})
-    with pytest.raises(ValueError, match=r"target_train \(D1 train\) has no segments in the "):
+    with pytest.raises(ValueError) as info:
         fit(config, data=data)
+    assert str(info.value).startswith(
+        f"target_train (D1 train) has no segments in {tiny_store / 'D1_train.parquet'}: "
+    )
+    assert f"`cmcl data check --features {tiny_store}`" in str(info.value)
 
 
 def test_nan_predictions_fail_the_run_and_record_why(tiny_store, tmp_path):
