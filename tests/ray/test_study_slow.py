@@ -249,7 +249,7 @@ def test_a_failing_run_among_parallel_runs_errors_the_trial(private_ray, tiny_st
     """Objective mean over two benchmarks, runs side by side; the U-H run has no data."""
     import ray
 
-    from cmcl.ray.study import run_study
+    from cmcl.ray.study import StudyFailedError, run_study
 
     spec = parse_spec(
         {
@@ -263,7 +263,9 @@ def test_a_failing_run_among_parallel_runs_errors_the_trial(private_ray, tiny_st
     )
     missing = {"synthetic-ucf-hmdb": {"data.features": str(tmp_path / "missing")}}
     path = create_study_dir(spec, storage=tmp_path, overrides=missing)
-    run_study(path, echo=False)
+    # Its only trial errors: the study as a whole failed.
+    with pytest.raises(StudyFailedError, match="no trial finished"):
+        run_study(path, echo=False)
     (record,) = read_trial_records(path)
     assert record["state"] == "errored"
     assert record["reason"].startswith(f"run {record['runs'][1]} failed: FileNotFoundError")
