@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 import traceback
@@ -67,30 +66,6 @@ def _expected(error: BaseException) -> bool:
     return any(kind.__module__.startswith("cmcl.") for kind in type(error).__mro__)
 
 
-def _cause(error: BaseException) -> BaseException:
-    """The user's error inside Ray's wrappers (a task or actor that raised it remotely).
-
-    Ray re-raises a remote exception as ``RayTaskError(<its class>)``, whose text
-    starts with the remote traceback; ``cause`` is the original exception.
-    """
-    while type(error).__module__.startswith("ray.") and getattr(error, "cause", None) is not None:
-        error = error.cause
-    return error
-
-
-def _error_line(error: BaseException) -> str:
-    text = str(error)
-    if (
-        isinstance(error, OSError)
-        and error.filename is not None
-        and str(error.filename) not in text
-    ):
-        text = f"{error.filename}: {text}"
-    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EROFS):
-        text += " (choose a writable directory, e.g. with --out, or fix its permissions)"
-    return text
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; expected errors become one ``Error:`` line on stderr and exit status 1."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -112,10 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except Exception as raised:
-        error = _cause(raised)
-        if verbose or not _expected(error):
+        from cmcl.commands.errors import error_message, original_error
+
+        if verbose or not _expected(original_error(raised)):
             raise
-        click.echo(f"Error: {_error_line(error)}", err=True)
+        click.echo(f"Error: {error_message(raised)}", err=True)
         click.echo(f"(cmcl --verbose ... or {VERBOSE_ENV}=1 shows the traceback)", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

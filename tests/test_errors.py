@@ -14,9 +14,11 @@ import pickle
 import shutil
 
 import pytest
+import torch
 from conftest import tiny_overrides
 
 from cmcl.cli import VERBOSE_ENV, main
+from cmcl.commands.errors import error_message, original_error
 from cmcl.data.jpeg import CorruptFrameError
 
 
@@ -230,9 +232,23 @@ def _raise(error):
 def test_an_error_raised_in_a_ray_worker_is_shown_as_its_cause():
     import ray.exceptions
 
-    from cmcl.cli import _cause, _error_line
-
     remote = CorruptFrameError("f/frame_0000000007.jpg: not a complete JPEG")
     wrapped = ray.exceptions.RayTaskError("run", "Traceback ...", remote).as_instanceof_cause()
-    assert _cause(wrapped) is remote
-    assert _error_line(_cause(wrapped)) == "f/frame_0000000007.jpg: not a complete JPEG"
+    assert original_error(wrapped) is remote
+    assert error_message(wrapped) == "f/frame_0000000007.jpg: not a complete JPEG"
+
+
+class _DamagedFrames(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        raise CorruptFrameError(f"f/frame_{index:010d}.jpg: not a complete JPEG")
+
+
+def test_an_error_raised_in_a_dataloader_worker_loses_the_worker_traceback():
+    loader = torch.utils.data.DataLoader(_DamagedFrames(), num_workers=1)
+    with pytest.raises(CorruptFrameError) as raised:
+        next(iter(loader))
+    assert "Original Traceback" in str(raised.value)  # what torch makes of it
+    assert error_message(raised.value) == "f/frame_0000000000.jpg: not a complete JPEG"

@@ -194,7 +194,9 @@ def features_extract(
                 progress=not quiet,
             )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
-        _fail(str(error))
+        from cmcl.commands.errors import error_message
+
+        _fail(error_message(error))
     click.echo(
         f"{report.store}: {report.shards} shards ({report.computed} computed, "
         f"{report.skipped} already done)"

@@ -59,6 +59,15 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, protocol):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("keep", [0, 10, 0.5])
+def test_a_truncated_split_names_its_file(tmp_path, keep):
+    data = (SPLITS / "D1_test.pkl").read_bytes()
+    path = tmp_path / "D1_test.pkl"
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(ValueError, match=r"D1_test\.pkl: truncated or damaged pickle .*again"):
+        epic.load_split(path)
+
+
 def test_refusal_inside_a_dataframe_payload(tmp_path):
     # A valid frame whose cell holds a payload: refused when the cell's global is met.
     frame = pd.DataFrame({"a": pd.Series([_CallsEval()], dtype=object)})
