@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -45,11 +46,42 @@ def correspondence_pairs(
             f"groups must be a 1-D integer tensor, got {groups.dtype} {tuple(groups.shape)}"
         )
     ids = groups.detach().cpu().long()
-    n = len(ids)
+    members = [torch.nonzero(ids == group).flatten() for group in torch.unique(ids).tolist()]
+    flow, label = _pair_members(members, len(ids), generator)
+    device = groups.device
+    return CorrespondencePairs(
+        torch.arange(len(ids), device=device), flow.to(device), label.to(device)
+    )
+
+
+def block_correspondence_pairs(
+    sizes: Sequence[int], *, device: torch.device, generator: torch.Generator | None = None
+) -> CorrespondencePairs:
+    """:func:`correspondence_pairs` for groups that are consecutive blocks of ``sizes`` rows.
+
+    The same pairs from the same random draws, made on the host from the sizes
+    alone: no tensor is read back from ``device`` (the pairs are copied to it
+    without waiting), so a training step on a GPU does not synchronise here.
+    """
+    members, start = [], 0
+    for size in sizes:
+        members.append(torch.arange(start, start + size))
+        start += size
+    flow, label = _pair_members(members, start, generator)
+    return CorrespondencePairs(
+        torch.arange(start, device=device),
+        flow.to(device, non_blocking=True),
+        label.to(device, non_blocking=True),
+    )
+
+
+def _pair_members(
+    groups: list[torch.Tensor], n: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flow row, label) of each of ``n`` rows, given each group's member rows (CPU)."""
     flow = torch.arange(n)
     label = torch.ones(n, dtype=torch.long)
-    for group in torch.unique(ids).tolist():
-        members = torch.nonzero(ids == group).flatten()
+    for members in groups:
         size = len(members)
         if size < 2:
             continue
@@ -58,8 +90,7 @@ def correspondence_pairs(
         shift = torch.randint(1, size, (len(negatives),), generator=generator)
         flow[members[negatives]] = members[(negatives + shift) % size]
         label[members[negatives]] = 0
-    device = groups.device
-    return CorrespondencePairs(torch.arange(n, device=device), flow.to(device), label.to(device))
+    return flow, label
 
 
 class CorrespondenceLoss(nn.Module):

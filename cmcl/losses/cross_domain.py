@@ -14,25 +14,32 @@ FORMS = ("per_anchor", "batch")
 
 
 class AnchorLosses(NamedTuple):
-    """Per-anchor losses of the anchors that count (confident, with a positive)."""
+    """Every anchor's loss and which anchors count (confident, with a positive)."""
 
     losses: torch.Tensor
-    """(M,) losses of the used anchors."""
+    """(N,) losses; an anchor that is not used has a finite placeholder (0 in value)."""
     used: torch.Tensor
-    """(N,) bool: which anchors were used."""
+    """(N,) bool: which anchors count; reduce with these as weights."""
 
 
 class BatchTerms(NamedTuple):
     """The two log-sums of the literal batch form: loss = all_lse - positive_lse.
 
     A log-sum over an empty set is reported as a zero attached to the graph
-    with its flag False (never -inf, whose gradient would be NaN).
+    with its flag False (never -inf, whose gradient would be NaN). The flags
+    are 0-d bool tensors on the anchors' device, so that no caller has to read
+    them back to the host: combine with ``torch.where``.
     """
 
     positive_lse: torch.Tensor
     all_lse: torch.Tensor
-    has_positive: bool
-    has_confident: bool
+    has_positive: torch.Tensor
+    has_confident: torch.Tensor
+
+
+_MASKED = -1e30
+"""Fill for masked logits: exp(-1e30 - max) is exactly 0 beside any real logit, as -inf
+would be, but an all-masked row stays finite (so does its gradient, weighted by 0)."""
 
 
 class CrossDomainContrastiveLoss(nn.Module):
@@ -97,17 +104,18 @@ class CrossDomainContrastiveLoss(nn.Module):
         *,
         valid: torch.Tensor | None = None,
     ) -> AnchorLosses:
-        """Losses of the used anchors (for callers that normalise by a global count)."""
+        """Every anchor's loss with the mask of those used (for callers that normalise by a
+        global count). Masked arithmetic, no boolean indexing: nothing is read back to the host."""
         confident, positives, keep = self._masks(
             anchors, bank, bank_labels, pseudo_labels, confident, valid
         )
         used = confident & positives.any(dim=1)
-        # Only used anchors enter the log-sums: a row with no positive would give
-        # logsumexp(-inf) = -inf and a NaN gradient even when masked out afterwards.
         dtype = torch.promote_types(anchors.dtype, bank.dtype)
-        logits = anchors[used].to(dtype) @ bank.to(dtype).t() / self.tau
-        pos = logits.masked_fill(~positives[used], float("-inf")).logsumexp(dim=1)
-        everything = logits.masked_fill(~keep.unsqueeze(0), float("-inf")).logsumexp(dim=1)
+        logits = anchors.to(dtype) @ bank.to(dtype).t() / self.tau
+        everything = logits.masked_fill(~keep.unsqueeze(0), _MASKED).logsumexp(dim=1)
+        # An unused anchor takes its whole row as "positives": loss 0, finite gradient.
+        positive_rows = torch.where(used.unsqueeze(1), positives, keep.unsqueeze(0))
+        pos = logits.masked_fill(~positive_rows, _MASKED).logsumexp(dim=1)
         return AnchorLosses(losses=everything - pos, used=used)
 
     @float32_compute
@@ -126,14 +134,16 @@ class CrossDomainContrastiveLoss(nn.Module):
             anchors, bank, bank_labels, pseudo_labels, confident, valid
         )
         dtype = torch.promote_types(anchors.dtype, bank.dtype)
-        logits = anchors[confident].to(dtype) @ bank.to(dtype).t() / self.tau
-        pos_mask = positives[confident]
-        all_mask = keep.unsqueeze(0).expand_as(logits)
+        logits = anchors.to(dtype) @ bank.to(dtype).t() / self.tau
+        pos_mask = positives & confident.unsqueeze(1)
+        all_mask = keep.unsqueeze(0) & confident.unsqueeze(1)
         zero = zero_with_graph(anchors)
-        has_positive, has_confident = bool(pos_mask.any()), bool(all_mask.any())
+        has_positive, has_confident = pos_mask.any(), all_mask.any()
+        positive_lse = logits.masked_fill(~pos_mask, _MASKED).flatten().logsumexp(dim=0)
+        all_lse = logits.masked_fill(~all_mask, _MASKED).flatten().logsumexp(dim=0)
         return BatchTerms(
-            positive_lse=logits[pos_mask].logsumexp(dim=0) if has_positive else zero,
-            all_lse=logits[all_mask].logsumexp(dim=0) if has_confident else zero,
+            positive_lse=torch.where(has_positive, positive_lse, zero),
+            all_lse=torch.where(has_confident, all_lse, zero),
             has_positive=has_positive,
             has_confident=has_confident,
         )
@@ -153,10 +163,10 @@ class CrossDomainContrastiveLoss(nn.Module):
             terms = self.batch_terms(
                 anchors, bank, bank_labels, pseudo_labels, confident, valid=valid
             )
-            if not terms.has_positive:
-                return zero_with_graph(anchors)
-            return terms.all_lse - terms.positive_lse
+            zero = zero_with_graph(anchors)
+            return torch.where(terms.has_positive, terms.all_lse - terms.positive_lse, zero)
         result = self.per_anchor(anchors, bank, bank_labels, pseudo_labels, confident, valid=valid)
         if result.losses.numel() == 0:
             return zero_with_graph(anchors)
-        return result.losses.mean()
+        used = result.used.to(result.losses.dtype)
+        return (result.losses * used).sum() / used.sum().clamp_min(1.0)

@@ -57,7 +57,7 @@ class CrossModalContrastiveLoss(nn.Module):
         """(N,) bool: anchors with a real positive (all of them unless a bank positive is unwritten)."""
         if valid is None or positive is not None:
             return torch.ones_like(positive_index, dtype=torch.bool)
-        return valid.bool()[positive_index]
+        return valid.bool().gather(0, positive_index.long())
 
     @float32_compute
     def per_anchor(
@@ -77,14 +77,19 @@ class CrossModalContrastiveLoss(nn.Module):
             raise ValueError(
                 f"positive_index must be an integer tensor, got {positive_index.dtype}"
             )
-        if anchors.shape[0] and (positive_index.min() < 0 or positive_index.max() >= bank.shape[0]):
-            raise ValueError(
-                f"positive_index must be in [0, {bank.shape[0]}), got out-of-range rows"
-            )
         dtype = torch.promote_types(anchors.dtype, bank.dtype)
         anchors, bank = anchors.to(dtype), bank.to(dtype)
         logits = anchors @ bank.t() / self.tau
-        rows = torch.arange(anchors.shape[0], device=anchors.device)
+        # gather/scatter rather than logits[rows, index]: an index out of range is
+        # an error of the op itself (a device-side assertion on CUDA) instead of a
+        # range check that reads the indices back, and a negative one never wraps.
+        column = positive_index.long().unsqueeze(1)
+        try:
+            bank_positive = logits.gather(1, column).squeeze(1)
+        except RuntimeError as error:
+            raise ValueError(
+                f"positive_index must be in [0, {bank.shape[0]}), got out-of-range rows: {error}"
+            ) from error
         if positive is not None:
             check_matrix("positive", positive, anchors.shape[1])
             if positive.shape[0] != anchors.shape[0]:
@@ -93,15 +98,15 @@ class CrossModalContrastiveLoss(nn.Module):
                 )
             positive_logit = (anchors * positive.to(dtype)).sum(dim=1) / self.tau
             # The bank row of the positive is a stale copy of the same segment: replace it.
-            logits = logits.index_put((rows, positive_index), positive_logit)
+            logits = logits.scatter(1, column, positive_logit.unsqueeze(1))
         else:
-            positive_logit = logits[rows, positive_index]
+            positive_logit = bank_positive
         if valid is not None:
             check_mask("valid", valid, bank.shape[0])
             # The positive stays in its own row's log-sum even when unwritten, so
             # that the row is finite; such an anchor is then left out by the mean.
             keep = valid.bool().unsqueeze(0).expand_as(logits).clone()
-            keep[rows, positive_index] = True
+            keep.scatter_(1, column, True)
             logits = logits.masked_fill(~keep, float("-inf"))
         return torch.logsumexp(logits, dim=1) - positive_logit
 

@@ -36,12 +36,12 @@ def confident_pseudo_labels(logits: torch.Tensor, threshold: float) -> PseudoLab
 
 
 class PseudoLabelLosses(NamedTuple):
-    """Cross-entropy of the confident rows and which rows those are."""
+    """Every row's cross-entropy against its pseudo-label and which rows are confident."""
 
     losses: torch.Tensor
-    """(M,) per-row cross-entropy of the confident rows."""
+    """(N,) per-row cross-entropy (rows that are not used count with weight 0)."""
     used: torch.Tensor
-    """(N,) bool."""
+    """(N,) bool: the confident rows; reduce with these as weights."""
 
 
 class PseudoLabelLoss(nn.Module):
@@ -66,14 +66,15 @@ class PseudoLabelLoss(nn.Module):
 
     @float32_compute
     def per_sample(self, logits: torch.Tensor) -> PseudoLabelLosses:
+        # Every row, then weights: boolean indexing would read the mask back to the host.
         pseudo = confident_pseudo_labels(logits, self.threshold)
-        used = pseudo.confident
-        losses = F.cross_entropy(logits[used], pseudo.label[used], reduction="none")
-        return PseudoLabelLosses(losses=losses, used=used)
+        losses = F.cross_entropy(logits, pseudo.label, reduction="none")
+        return PseudoLabelLosses(losses=losses, used=pseudo.confident)
 
     @float32_compute
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         result = self.per_sample(logits)
         if result.losses.numel() == 0:
             return zero_with_graph(logits)
-        return result.losses.mean()
+        used = result.used.to(result.losses.dtype)
+        return (result.losses * used).sum() / used.sum().clamp_min(1.0)

@@ -26,7 +26,6 @@ from torch import nn
 from cmcl import dist
 from cmcl.config import MethodConfig
 from cmcl.data.base import DataInfo
-from cmcl.losses._checks import zero_with_graph
 from cmcl.models.two_stream import StreamOutput, TwoStreamModel
 
 WARMUP, ADAPT = "warmup", "adapt"
@@ -132,25 +131,11 @@ class Method(nn.Module):
         """Called after each optimiser step with the step's result."""
 
 
-def global_mean(losses: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Mean of per-row losses over the rows used by ALL workers, for DDP's gradient average.
-
-    DDP averages gradients over workers, so the local sum is scaled by
-    world / global count; the result is 0 (attached to ``like``'s graph) when
-    no worker used a row. In one process this is ``losses.mean()``.
-
-    Shape:
-        losses: (M,) the local rows used; like: any tensor of the graph; output: scalar
-    """
-    count = dist.all_reduce_sum(torch.tensor(float(losses.numel()), device=losses.device))
-    if count.item() == 0:
-        return zero_with_graph(like)
-    return losses.sum() * dist.world_size() / count
-
-
 def global_weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean of ``losses`` over the rows of weight 1, counted over ALL workers (see :func:`global_mean`).
+    """Mean of ``losses`` over the rows of weight 1 of ALL workers, for DDP's gradient average.
 
+    DDP averages gradients over workers, so the local weighted sum is scaled by
+    world / global count; in one process this is the mean of the used rows.
     Masked arithmetic instead of boolean indexing, so the host reads no device
     value: with no row used anywhere the result is an attached 0 (finite losses
     times zero weights over a count clamped to 1).

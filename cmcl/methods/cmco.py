@@ -36,7 +36,6 @@ from cmcl.methods.base import (
     Method,
     StepContext,
     StepResult,
-    global_mean,
     global_weighted_mean,
 )
 from cmcl.models.two_stream import MODALITIES, StreamOutput, TwoStreamModel
@@ -112,7 +111,7 @@ class CrossModalContrastive(Method):
             positive = (
                 vectors[f"{other}_{space}"] if self.config.modality_positive == "batch" else None
             )
-            valid = None if bool(bank.written.all()) else bank.written
+            valid = None if bank.fully_written else bank.written
             anchors = vectors[f"{modality}_{space}"]
             if valid is None:
                 term = self.modality_loss(anchors, bank.memory, index, positive=positive)
@@ -131,14 +130,14 @@ class CrossModalContrastive(Method):
         pseudo, _, confident = confident_pseudo_labels(fused, self.config.threshold)
         space = self.domain_space
         bank = self.banks[f"source_{modality}_{space}"]
-        valid = None if bool(bank.written.all()) else bank.written
+        valid = None if bank.fully_written else bank.written
         anchors = vectors[f"{modality}_{space}"]
         args = (anchors, bank.memory, self.source_labels, pseudo, confident)
         if self.config.cross_domain_form == "batch":
             return _global_batch_form(self.domain_loss.batch_terms(*args, valid=valid), anchors)
         result = self.domain_loss.per_anchor(*args, valid=valid)
         # Mean over the confident anchors of the whole global batch.
-        return global_mean(result.losses, anchors)
+        return global_weighted_mean(result.losses, result.used)
 
     def adaptation_losses(
         self, source: dict, target: dict | None, out_s: StreamOutput, ctx: StepContext
@@ -215,19 +214,19 @@ def _global_batch_form(terms: BatchTerms, anchors: torch.Tensor) -> torch.Tensor
     of the workers' gradients equals the single-process gradient.
     """
     world = dist.world_size()
+    zero = zero_with_graph(anchors)
     if world == 1:
-        return (
-            terms.all_lse - terms.positive_lse if terms.has_positive else zero_with_graph(anchors)
-        )
-    present = torch.tensor([terms.has_positive, terms.has_confident], device=anchors.device)
+        return torch.where(terms.has_positive, terms.all_lse - terms.positive_lse, zero)
+    present = torch.stack([terms.has_positive, terms.has_confident])
     local = torch.stack([terms.positive_lse, terms.all_lse]).detach().float()
     local = torch.where(present, local, torch.full_like(local, -1e30))
     total = dist.all_gather_cat(local.unsqueeze(0)).logsumexp(dim=0)
-    if bool(total[0] < -1e29):
-        return zero_with_graph(anchors)
     share = (local - total).exp()
     surrogate = world * (share[1] * terms.all_lse - share[0] * terms.positive_lse)
-    return surrogate - surrogate.detach() + (total[1] - total[0])
+    # No positive on any worker: 0 (selected on the device, not read back to the host).
+    return torch.where(
+        total[0] < -1e29, zero, surrogate - surrogate.detach() + (total[1] - total[0])
+    )
 
 
 class CrossModalOnly(CrossModalContrastive):

@@ -24,7 +24,8 @@ from torch import nn
 
 from cmcl.config import MethodConfig
 from cmcl.data.base import DataInfo
-from cmcl.losses import CorrespondenceLoss, DomainClassificationLoss, correspondence_pairs
+from cmcl.losses import CorrespondenceLoss, DomainClassificationLoss
+from cmcl.losses.correspondence import block_correspondence_pairs
 from cmcl.methods.base import ADAPT, Method, StepContext, StepResult
 from cmcl.models.two_stream import MODALITIES, StreamOutput, TwoStreamModel
 from cmcl.modules import CorrespondenceHead, Discriminator, grad_reverse, grl_coefficient
@@ -73,10 +74,7 @@ class Correspondence(nn.Module):
     def forward(self, outputs: list[StreamOutput]) -> torch.Tensor:
         rgb = torch.cat([o.features["rgb"] for o in outputs])
         flow = torch.cat([o.features["flow"] for o in outputs])
-        groups = torch.cat(
-            [torch.full((len(o.fused),), i, dtype=torch.long) for i, o in enumerate(outputs)]
-        )
-        pairs = correspondence_pairs(groups.to(rgb.device))
+        pairs = block_correspondence_pairs([len(o.fused) for o in outputs], device=rgb.device)
         return self.loss(self.head(rgb[pairs.rgb], flow[pairs.flow]), pairs.label)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cmcl.config import MethodConfig
 from cmcl.data.base import DataInfo
 from cmcl.losses import PseudoLabelLoss
-from cmcl.methods.base import Method, StepContext, StepResult, global_mean
+from cmcl.methods.base import Method, StepContext, StepResult, global_weighted_mean
 from cmcl.models.two_stream import StreamOutput, TwoStreamModel
 
 
@@ -36,6 +36,6 @@ class PseudoLabel(Method):
         out_t = self.model(target["rgb"], target["flow"])
         result = self.pseudo_label_loss.per_sample(out_t.fused)
         return StepResult(
-            losses={"pl": global_mean(result.losses, out_t.fused)},
+            losses={"pl": global_weighted_mean(result.losses, result.used)},
             weights={"pl": self.config.lam},
         )

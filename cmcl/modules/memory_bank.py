@@ -20,8 +20,16 @@ class MemoryBank(nn.Module):
     index in the batch. A new bank has zero rows, all unwritten (so a first
     update stores ``normalize(new_i)``); fill it with :meth:`initialise` (the
     initialisation pass) or :meth:`reset_random` (random unit rows). ``written``
-    marks rows that losses may use. Rows and the mask are buffers, so they are
-    saved in ``state_dict`` and restored with the model.
+    marks rows that losses may use; :attr:`fully_written` says on the host
+    whether every row is, so that a training step never reads the mask back
+    (callers pass ``written`` as a mask only when it is False). Rows and the
+    mask are buffers, so they are saved in ``state_dict`` and restored with the
+    model.
+
+    Indices are checked for shape and dtype on the host; their range is
+    checked by the row read itself (``index_select``: an error on CPU, a
+    device-side assertion on CUDA, and never the silent wrap-around of
+    negative indices that ``memory[indices]`` would do), not by reading them back.
 
     In distributed training every worker must hold the same bank: ``update``
     and ``initialise`` first pass indices and features through ``gather``
@@ -50,6 +58,9 @@ class MemoryBank(nn.Module):
         self.gather = gather
         self.register_buffer("memory", torch.zeros(num_rows, dim))
         self.register_buffer("written", torch.zeros(num_rows, dtype=torch.bool))
+        self.fully_written = False
+        """Host-side: every row written (set by :meth:`initialise` and on loading a state)."""
+        self.register_load_state_dict_post_hook(_refresh_fully_written)
 
     @property
     def num_rows(self) -> int:
@@ -68,10 +79,8 @@ class MemoryBank(nn.Module):
         # torch reads bool/uint8 index tensors as masks: a row list must be integer.
         if indices.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"bank indices must be an int64/int32 tensor, got {indices.dtype}")
-        if len(indices) and (indices.min() < 0 or indices.max() >= self.num_rows):
-            raise ValueError(f"bank indices must be in [0, {self.num_rows})")
         gather = self.gather if self.gather is not None else dist.all_gather_varlen
-        indices = indices.to(self.memory.device)
+        indices = indices.to(self.memory.device, torch.long)
         features = features.detach().to(self.memory.device, self.memory.dtype)
         return gather(indices), gather(features)
 
@@ -86,21 +95,37 @@ class MemoryBank(nn.Module):
         self.memory.copy_(F.normalize(rows, dim=1))
         dist.broadcast_(self.memory)
         self.written.zero_()
+        self.fully_written = False
+
+    def _rows(self, indices: torch.Tensor) -> torch.Tensor:
+        """The rows at ``indices``; the read is the range check (see the class docstring)."""
+        try:
+            return self.memory.index_select(0, indices)
+        except (IndexError, RuntimeError) as error:
+            raise ValueError(f"bank indices must be in [0, {self.num_rows}): {error}") from error
 
     @torch.no_grad()
     def initialise(self, indices: torch.Tensor, features: torch.Tensor) -> None:
         """Overwrite rows with ``normalize(features)`` (the initialisation pass)."""
         indices, features = self._gathered(indices, features)
-        self.memory[indices] = F.normalize(features, dim=1)
-        self.written[indices] = True
+        self._rows(indices)
+        self.memory.index_copy_(0, indices, F.normalize(features, dim=1))
+        self.written.index_fill_(0, indices, True)
+        # Once per pass, outside the training steps: the one read of the mask.
+        self.fully_written = bool(self.written.all())
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, features: torch.Tensor) -> None:
         """Momentum update of the given rows with new (normalised) vectors."""
         indices, features = self._gathered(indices, features)
-        mixed = self.momentum * self.memory[indices] + (1 - self.momentum) * features
-        self.memory[indices] = F.normalize(mixed, dim=1)
-        self.written[indices] = True
+        mixed = self.momentum * self._rows(indices) + (1 - self.momentum) * features
+        self.memory.index_copy_(0, indices, F.normalize(mixed, dim=1))
+        self.written.index_fill_(0, indices, True)
 
     def extra_repr(self) -> str:
         return f"num_rows={self.num_rows}, dim={self.dim}, momentum={self.momentum}"
+
+
+def _refresh_fully_written(bank: MemoryBank, incompatible_keys) -> None:
+    # A restored bank's mask came from a checkpoint: read it once, at load time.
+    bank.fully_written = bool(bank.written.all())

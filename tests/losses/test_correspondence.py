@@ -80,3 +80,16 @@ def test_loss_is_the_cross_entropy_of_the_pair_labels():
     assert CorrespondenceLoss()(logits, label).item() == pytest.approx(naive / 6, rel=1e-6)
     with pytest.raises(ValueError, match="label"):
         CorrespondenceLoss()(logits, label[:3])
+
+
+@pytest.mark.parametrize("sizes", [[8, 8], [5, 3], [1, 4], [16]])
+def test_block_pairs_equal_the_pairs_of_the_same_groups_and_draws(sizes):
+    from cmcl.losses.correspondence import block_correspondence_pairs
+
+    groups = torch.cat([torch.full((s,), i, dtype=torch.long) for i, s in enumerate(sizes)])
+    want = correspondence_pairs(groups, generator=torch.Generator().manual_seed(3))
+    got = block_correspondence_pairs(
+        sizes, device=torch.device("cpu"), generator=torch.Generator().manual_seed(3)
+    )
+    for name in ("rgb", "flow", "label"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name

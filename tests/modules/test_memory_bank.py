@@ -309,3 +309,37 @@ def test_bad_update_raises_value_error_and_changes_nothing(method, indices, feat
     with pytest.raises(ValueError, match="indices"):
         getattr(bank, method)(indices, features)
     assert torch.equal(bank.memory, before) and not bank.written.any()
+
+
+def test_the_host_knows_when_every_row_is_written_without_reading_the_mask():
+    bank = MemoryBank(4, 3)
+    assert not bank.fully_written
+    bank.initialise(torch.tensor([0, 1]), torch.randn(2, 3))
+    assert not bank.fully_written  # two rows of four
+    bank.initialise(torch.tensor([2, 3]), torch.randn(2, 3))
+    assert bank.fully_written
+    bank.reset_random(torch.Generator().manual_seed(0))
+    assert not bank.fully_written
+    bank.update(torch.arange(4), torch.randn(4, 3))
+    assert not bank.fully_written and bank.written.all()  # updates keep the host's word
+    restored = MemoryBank(4, 3)
+    restored.load_state_dict(bank.state_dict())
+    assert restored.fully_written  # read once from the restored mask
+    half = MemoryBank(4, 3)
+    half.load_state_dict(MemoryBank(4, 3).state_dict())
+    assert not half.fully_written
+
+
+def test_update_reads_no_index_back_to_the_host(monkeypatch):
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    bank = MemoryBank(6, 3)
+    bank.update(torch.tensor([4, 0, 2]), torch.randn(3, 3))
+    assert reads == []
