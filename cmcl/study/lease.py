@@ -39,6 +39,9 @@ HEARTBEAT_S = 5.0
 """How often the holder rewrites its heartbeat."""
 LEASE_TIMEOUT_S = 60.0
 """A lease from another host whose heartbeat is older than this is taken to be abandoned."""
+CONFIRM_S = 3 * HEARTBEAT_S
+"""A dead pid's lease is taken over only once its heartbeat is this old: a holder in
+another pid namespace (a container sharing the host's name) looks dead but still beats."""
 
 
 class StudyBusyError(RuntimeError):
@@ -216,6 +219,14 @@ class StudyLease:
             reason = gone_reason(holder)
             if reason is None:
                 raise StudyBusyError(self._busy_message(holder))
+            wait = CONFIRM_S - (time.time() - holder.heartbeat)
+            if wait > 0:
+                time.sleep(wait)
+                again = read_lease(self.study)
+                beating = again is not None and again.token == holder.token
+                if beating and again.heartbeat > holder.heartbeat:
+                    raise StudyBusyError(self._busy_message(again))
+                continue
             if self._remove_abandoned(holder):
                 note = f"took over the lease of {holder.describe()}: {reason}"
                 log.warning("%s: %s", self.study, note)

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
+from cmcl.study import lease as lease_module
 from cmcl.study.lease import (
+    CONFIRM_S,
     LEASE_FILE,
     LEASE_TIMEOUT_S,
     StudyBusyError,
@@ -72,22 +74,52 @@ def test_a_second_driver_is_refused_with_the_holders_host_pid_and_heartbeat(tmp_
 
 def test_a_lease_whose_process_is_gone_is_taken_over_saying_so(tmp_path):
     pid = _dead_pid()
-    _write_lease(tmp_path, pid=pid)
+    _write_lease(tmp_path, pid=pid, heartbeat=time.time() - CONFIRM_S - 1)
     lease = StudyLease(tmp_path)
     note = lease.acquire()
     try:
         assert note == (
-            f"took over the lease of pid {pid} on {socket.gethostname()}, heartbeat 0 s ago: "
-            "that process no longer runs"
+            f"took over the lease of pid {pid} on {socket.gethostname()}, heartbeat "
+            f"{CONFIRM_S + 1:.0f} s ago: that process no longer runs"
         )
         assert read_lease(tmp_path).token == lease.token
     finally:
         lease.release()
 
 
+def test_a_just_killed_holder_is_taken_over_once_its_heartbeat_stops(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease_module, "CONFIRM_S", 0.5)
+    _write_lease(tmp_path, pid=_dead_pid())
+    started = time.time()
+    with StudyLease(tmp_path) as lease:
+        assert read_lease(tmp_path).token == lease.token
+    assert time.time() - started >= 0.4
+
+
+def test_a_dead_looking_pid_whose_heartbeat_goes_on_keeps_its_lease(tmp_path, monkeypatch):
+    # A holder in another pid namespace (a container with the host's name): its pid is
+    # not in this /proc, but it beats.
+    monkeypatch.setattr(lease_module, "CONFIRM_S", 0.5)
+    pid, stop = _dead_pid(), threading.Event()
+
+    def beat():
+        while not stop.wait(0.05):
+            _write_lease(tmp_path, pid=pid)
+
+    _write_lease(tmp_path, pid=pid)
+    beating = threading.Thread(target=beat)
+    beating.start()
+    try:
+        with pytest.raises(StudyBusyError, match=f"pid {pid} on"):
+            StudyLease(tmp_path).acquire()
+    finally:
+        stop.set()
+        beating.join()
+
+
 def test_a_reused_pid_does_not_keep_a_lease(tmp_path):
     # This process's pid, but another start: the pid was recycled after the holder died.
-    _write_lease(tmp_path, start="another-boot:123")
+    _write_lease(tmp_path, start="another-boot:123", heartbeat=time.time() - CONFIRM_S - 1)
     with StudyLease(tmp_path) as lease:
         assert read_lease(tmp_path).token == lease.token
 
@@ -141,7 +173,7 @@ def test_the_heartbeat_is_refreshed_and_a_lost_lease_is_reported(tmp_path):
 
 
 def test_only_one_of_many_simultaneous_takers_wins(tmp_path):
-    _write_lease(tmp_path, pid=_dead_pid())
+    _write_lease(tmp_path, pid=_dead_pid(), heartbeat=time.time() - CONFIRM_S - 1)
     results = []
 
     def take():
@@ -172,7 +204,7 @@ def test_status_tells_a_live_driver_from_one_that_died_holding_the_lease(tmp_pat
         text = format_status(study_status(path))
         assert "driver: running (pid" in text and "cmcl study resume" not in text
     pid = _dead_pid()
-    _write_lease(path, pid=pid)
+    _write_lease(path, pid=pid, heartbeat=time.time() - CONFIRM_S - 1)
     text = format_status(study_status(path))
     assert f"driver: not running (pid {pid} on {socket.gethostname()}" in text
     assert "ended without releasing its lease: that process no longer runs" in text
