@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import click
 
 
@@ -41,7 +38,13 @@ def _fail(message: str) -> None:
     default=None,
     help="Run directory [default: runs/BENCHMARK-PAIR-METHOD-sSEED].",
 )
-@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --out.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its newest intact checkpoint, with the settings in "
+    "its config.json; options that would change them are refused, except the operational "
+    "data.loader_workers and train.keep_checkpoints (docs/distributed.md).",
+)
 @click.option(
     "--features",
     type=click.Path(exists=True, file_okay=False),
@@ -156,6 +159,15 @@ def train(
       cmcl train --method cmco --workers 8 --gpus-per-worker 1 \\
           --address auto --storage s3://my-bucket/cmcl
     """
+    from cmcl.commands.train_setup import (
+        check_video_inputs,
+        given_settings,
+        local_run_state,
+        ray_location,
+        resume_from,
+        run_config,
+    )
+    from cmcl.config import normalise_pair
     from cmcl.engine import ConsoleReporter, NonFiniteLossError, fit
     from cmcl.methods import method_class
 
@@ -168,13 +180,13 @@ def train(
         "model.i3d_flow": i3d_flow,
     }
     try:
-        given = _given_settings(named, paths, assignments)
-        default_name = f"{benchmark}-{_pair_name(pair)}-{method}-s{seed}"
+        given = given_settings(named, paths, assignments)
+        default_name = f"{benchmark}-{normalise_pair(pair)}-{method}-s{seed}"
     except (KeyError, ValueError) as error:
         _fail(str(error).strip('"'))
     on_ray = workers >= 2 or address is not None
     if on_ray:
-        location = _ray_location(storage, out, default_name, resume=resume)
+        location = ray_location(storage, out, default_name, resume=resume)
         recorded = location.read_bytes("config.json") if resume else None
         where = location.uri
     else:
@@ -182,12 +194,12 @@ def train(
             _fail("--gpus-per-worker and --storage apply to Ray runs: add --workers N (N >= 2)")
         if out is None:
             out = f"runs/{default_name}"
-        recorded = _local_run_state(out, resume=resume)
+        recorded = local_run_state(out, resume=resume)
         where = out
     try:
-        config = _run_config(named, given, recorded, source=f"{where}/config.json")
+        config = run_config(named, given, recorded, source=f"{where}/config.json")
         method_class(config.method.name)
-        _check_video_inputs(config)
+        check_video_inputs(config)
     except (KeyError, ValueError) as error:
         _fail(str(error).strip('"'))
     if on_ray:
@@ -201,7 +213,7 @@ def train(
             quiet=quiet,
         )
         return
-    config = config.replace({"out": out, "resume": _resume_from(out) if resume else None})
+    config = config.replace({"out": out, "resume": resume_from(out) if resume else None})
     click.echo(
         f"{config.method.name} on {config.data.benchmark} {config.data.pair}, seed "
         f"{config.train.seed}: {config.train.warmup_steps} warm-up + {config.train.steps} "
@@ -216,107 +228,6 @@ def train(
     click.echo(f"wrote {out}/summary.json")
 
 
-def _pair_name(pair: str) -> str:
-    from cmcl.config import normalise_pair
-
-    return normalise_pair(pair)
-
-
-def _given_settings(
-    named: dict[str, Any], paths: dict[str, str | None], assignments: tuple[str, ...]
-) -> dict[str, Any]:
-    """The settings this command line states: options not left at their defaults and --set.
-
-    A resumed run takes every other setting from its config.json.
-    """
-    from click.core import ParameterSource
-
-    from cmcl.config import parse_assignments
-
-    context = click.get_current_context()
-    given = {
-        key: value
-        for key, value in named.items()
-        if context.get_parameter_source(key) is not ParameterSource.DEFAULT
-    }
-    # Absolute: Ray Train workers do not share this process's working directory.
-    given.update({k: str(Path(v).resolve()) for k, v in paths.items() if v is not None})
-    assigned = parse_assignments(assignments)
-    given.update(assigned)
-    video_keys = {
-        "--root": "data.root",
-        "--i3d-rgb": "model.i3d_rgb",
-        "--i3d-flow": "model.i3d_flow",
-    }
-    video_options = [option for option, key in video_keys.items() if paths[key] is not None]
-    if video_options and paths["data.features"] is not None:
-        _fail(
-            f"--features (feature mode) and {', '.join(video_options)} (video mode) "
-            "exclude each other; give one"
-        )
-    if video_options and "model.backbone" not in assigned:
-        given["model.backbone"] = "i3d"
-    return given
-
-
-def _run_config(
-    named: dict[str, Any], given: dict[str, Any], recorded: bytes | None, *, source: str
-):
-    """A new run: defaults, then the command line. A resumed run: its recorded settings,
-    which the command line may change only in operational keys (cmcl/engine/resume.py)."""
-    import json
-
-    from cmcl.config import RunConfig
-    from cmcl.engine.resume import recorded_config, resumed_config
-
-    if recorded is None:
-        return RunConfig.from_overrides({**named, **given})
-    try:
-        data = json.loads(recorded)
-    except ValueError as error:
-        raise ValueError(
-            f"{source}: not valid JSON ({error}); a resumed run continues with the settings "
-            "recorded there, so restore that file or start a new run with another --out"
-        ) from None
-    return resumed_config(recorded_config(data, source=source), given, source=source)
-
-
-def _local_run_state(out: str, *, resume: bool) -> bytes | None:
-    """Refuse to train over a run, or to resume none; the run's config.json when resuming."""
-    from cmcl.engine.checkpoint import checkpoint_dirs
-
-    held = bool(checkpoint_dirs(out))
-    if resume and not held:
-        _fail(f"--resume: no checkpoint under {out}/checkpoints")
-    if held and not resume:
-        _fail(f"{out} already holds a run; add --resume to continue it or choose another --out")
-    recorded = Path(out) / "config.json"
-    if not resume:
-        return None
-    if not recorded.is_file():
-        click.echo(
-            f"note: {recorded} is missing; the resumed run takes its settings from this "
-            "command line, and nothing checks that they are the ones it was trained with",
-            err=True,
-        )
-        return None
-    return recorded.read_bytes()
-
-
-def _resume_from(out: str) -> str:
-    """The newest intact checkpoint of ``out``, saying which damaged ones were passed over."""
-    from cmcl.engine.checkpoint import CorruptCheckpointError, latest_intact_checkpoint
-
-    try:
-        found, skipped = latest_intact_checkpoint(out)
-    except CorruptCheckpointError as error:
-        _fail(str(error))
-    assert found is not None  # _local_run_state saw a checkpoint
-    for problem in skipped:
-        click.echo(f"warning: {problem}; resuming from the previous one, {found}", err=True)
-    return str(found)
-
-
 def _echo_summary(s: dict) -> None:
     click.echo(
         f"target accuracy {s['target_acc']:.2f}% (mean of the last {s['evaluations']} "
@@ -324,29 +235,6 @@ def _echo_summary(s: dict) -> None:
         f"best {s['best']['target_acc']:.2f}% at adapt step {s['best']['step']}; "
         f"{s['steps_per_s']:.3g} steps/s"
     )
-
-
-def _ray_location(storage: str | None, out: str | None, default_name: str, *, resume: bool):
-    """``STORAGE/NAME`` of a Ray run, refusing to train over a run or to resume none."""
-    from cmcl.ray.storage import RunLocation
-
-    try:
-        location = RunLocation(
-            storage if storage is not None else str(Path(out).parent if out else "runs"),
-            Path(out).name if out else default_name,
-        )
-        done = location.checkpoint_names()
-    except ValueError as error:
-        _fail(str(error))
-    except OSError as error:
-        _fail(f"cannot read --storage {storage}: {error}")
-    if resume and not done:
-        _fail(f"--resume: no checkpoint under {location.uri}/checkpoints")
-    if done and not resume:
-        _fail(
-            f"{location.uri} already holds a run; add --resume to continue it or choose another --out"
-        )
-    return location
 
 
 def _train_on_ray(
@@ -414,35 +302,6 @@ def _train_on_ray(
             raise
     _echo_summary(summary)
     click.echo(f"wrote {location.uri}/summary.json")
-
-
-def _check_video_inputs(config) -> None:
-    """Clear errors before any model is built: I3D files exist, video mode has frames."""
-    model = config.model
-    for option, path in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)):
-        if path is not None and not Path(path).is_file():
-            _fail(f"{option} {path}: no such file (a pytorch-i3d checkpoint, e.g. rgb_imagenet.pt)")
-    if model.backbone != "i3d":
-        given = [o for o, p in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)) if p]
-        if given:
-            _fail(f"{', '.join(given)} need video mode, but model.backbone={model.backbone}")
-        return
-    if config.data.benchmark not in ("epic", "ucf-hmdb"):
-        _fail(
-            f"video mode (model.backbone=i3d) reads frames of --benchmark epic or ucf-hmdb, "
-            f"not {config.data.benchmark}"
-        )
-    if config.data.root is None:
-        _fail(
-            f"video mode (model.backbone=i3d) needs --root: the frames of {config.data.benchmark}"
-        )
-    for option, path in (("--i3d-rgb", model.i3d_rgb), ("--i3d-flow", model.i3d_flow)):
-        if path is None:
-            click.echo(
-                f"note: no {option}; that I3D stream starts from random weights "
-                "(the paper starts from Kinetics-pretrained ones)",
-                err=True,
-            )
 
 
 @click.command()
