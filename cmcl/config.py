@@ -203,6 +203,9 @@ class TrainConfig:
     eval_batch: int = 256
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    log_every: int = 50
+    """Steps between reads of the loss values on the host (and the non-finite check); in
+    between a step reads nothing back from the device. Evaluations read them too."""
     device: str = "auto"
     precision: str = "auto"
     """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; bf16."""
@@ -219,7 +222,13 @@ class TrainConfig:
         _positive("train.warmup_steps", self.warmup_steps, allow_zero=True)
         for name in ("steps", "lr", "batch_source", "batch_target", "eval_every"):
             _positive(f"train.{name}", getattr(self, name))
-        for name in ("eval_last_k", "eval_batch", "checkpoint_every", "keep_checkpoints"):
+        for name in (
+            "eval_last_k",
+            "eval_batch",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "log_every",
+        ):
             _positive(f"train.{name}", getattr(self, name))
         _positive("train.lr_step", self.lr_step, allow_zero=True)
         # SPEC section 7 drops the lr at lr_step (0.1: divided by 10); 0 would stop learning.

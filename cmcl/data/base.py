@@ -21,6 +21,7 @@ same global batch and keeps its own contiguous shard of it.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -71,9 +72,8 @@ class StepSampler:
         per_epoch = self.num_items // self.batch_size
         epoch, position = divmod(step, per_epoch)
         stream = _STREAM_IDS.get(self.split, 3)
-        perm_gen = torch.Generator().manual_seed(mix_seed(self.seed, stream, stage, epoch))
-        order = torch.randperm(self.num_items, generator=perm_gen)
-        indices = order[position * self.batch_size : (position + 1) * self.batch_size]
+        order = _epoch_order(self.num_items, mix_seed(self.seed, stream, stage, epoch))
+        indices = order[position * self.batch_size : (position + 1) * self.batch_size].clone()
         seed_gen = torch.Generator().manual_seed(mix_seed(self.seed, stream, stage, step, 7))
         seeds = torch.randint(0, 1 << 62, (self.batch_size,), generator=seed_gen)
         return indices, seeds
@@ -88,6 +88,12 @@ class StepSampler:
         indices, seeds = self.global_batch(stage, step)
         local = self.batch_size // world
         return indices[me * local : (me + 1) * local], seeds[me * local : (me + 1) * local]
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_order(num_items: int, seed: int) -> torch.Tensor:
+    """An epoch's permutation, drawn once per epoch rather than once per step (read-only)."""
+    return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
 
 
 def shard_range(num_items: int) -> range:

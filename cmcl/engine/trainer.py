@@ -35,6 +35,7 @@ from cmcl.engine.guards import (
     refuse_empty_splits,
     refuse_non_finite,
 )
+from cmcl.engine.loss_log import LossAccumulator, LossReading
 from cmcl.engine.reporting import (
     FAILURE_FILE,
     Reporter,
@@ -160,6 +161,7 @@ class _Trainer:
         self.learner: torch.nn.Module = self.method
         self.loss_sums: dict[str, float] = {}
         self.loss_steps = 0
+        self.pending = LossAccumulator()
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
         # train.source_val=last scores the source split only where the summary reads it.
@@ -297,7 +299,11 @@ class _Trainer:
             with self.autocast:
                 result = self.learner(source, target, ctx)
             total = result.total()
-            self._check_and_accumulate(result, total, ctx)
+            self._take(
+                self.pending.add({"total": total, **result.losses}, stage=stage, step=step + 1)
+            )
+            if (step + 1) % self.config.train.log_every == 0:
+                self._read_losses()
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
@@ -306,22 +312,26 @@ class _Trainer:
             self.position.steps_done = step + 1
             self.reporter.on_step(global_step=self.global_step(stage, step + 1))
             self._maybe_evaluate(stage, step + 1, steps)
+        self._read_losses()
 
-    def _check_and_accumulate(self, result, total: torch.Tensor, ctx: StepContext) -> None:
-        names = ["total", *result.losses]
-        values = torch.stack(
-            [total.detach().float()] + [v.detach().float() for v in result.losses.values()]
-        )
-        values = (dist.all_reduce_sum(values) / dist.world_size()).tolist()
-        for name, value in zip(names, values, strict=True):
-            if not np.isfinite(value):
-                raise NonFiniteLossError(
-                    f"loss term {name!r} is {value} at {ctx.stage} step {ctx.step + 1} "
-                    f"(method {self.config.method.name}, pair {self.config.data.pair}, "
-                    f"seed {self.config.train.seed})"
-                )
+    def _read_losses(self) -> None:
+        """Bring the accumulated loss values to the host: the steps' only read, every
+        ``train.log_every`` steps and before each evaluation; a non-finite one ends the run."""
+        self._take(self.pending.read())
+
+    def _take(self, read: LossReading | None) -> None:
+        if read is None:
+            return
+        if read.non_finite is not None:
+            name, value, stage, step = read.non_finite
+            raise NonFiniteLossError(
+                f"loss term {name!r} is {value} at {stage} step {step} "
+                f"(method {self.config.method.name}, pair {self.config.data.pair}, "
+                f"seed {self.config.train.seed})"
+            )
+        for name, value in read.sums.items():
             self.loss_sums[name] = self.loss_sums.get(name, 0.0) + value
-        self.loss_steps += 1
+        self.loss_steps += read.steps
 
     def _maybe_evaluate(self, stage: str, done: int, steps: int) -> None:
         t = self.config.train
@@ -373,6 +383,7 @@ class _Trainer:
             average_running_stats(self.method)
 
     def evaluate(self, stage: str, done: int) -> dict[str, Any]:
+        self._read_losses()
         self.share_bn_stats()
         t = self.config.train
         model = self.method.model
