@@ -43,7 +43,7 @@ def _fail(message: str) -> None:
     is_flag=True,
     help="Continue the run in --out from its newest intact checkpoint, with the settings in "
     "its config.json; options that would change them are refused, except the operational "
-    "data.loader_workers and train.keep_checkpoints (docs/distributed.md).",
+    "data.loader_workers, train.keep_checkpoints and train.log_every (docs/distributed.md).",
 )
 @click.option(
     "--features",

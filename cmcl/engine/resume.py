@@ -35,6 +35,9 @@ OPERATIONAL_KEYS: dict[str, str] = {
     "data.loader_workers": "DataLoader worker processes; the clips a step reads do not "
     "depend on them (cmcl.data.loaders)",
     "train.keep_checkpoints": "how many checkpoints stay on disk",
+    "train.log_every": "how often the loss sums are read back from the device; the "
+    "training steps and evaluations are the same (only the float64 loss means in "
+    "metrics.parquet may differ in their last bits, from another grouping of the sums)",
 }
 """Settings a resumed run may change, with why they cannot change its results.
 ``out`` and ``resume`` (where the run is, where it continues from) are not

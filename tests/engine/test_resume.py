@@ -22,7 +22,9 @@ RECORDED = RunConfig.from_overrides({"method": "cmco", "train.steps": 40, "lambd
 def test_operational_keys_are_real_settings_and_may_change():
     flat = RECORDED.flat()
     assert set(OPERATIONAL_KEYS) <= set(flat)
-    changed = RECORDED.replace({"data.loader_workers": 0, "train.keep_checkpoints": 5})
+    changed = RECORDED.replace(
+        {"data.loader_workers": 0, "train.keep_checkpoints": 5, "train.log_every": 7}
+    )
     assert changed_settings(RECORDED, changed) == {}
     check_resume_settings(RECORDED, changed, source="run/config.json")
 
