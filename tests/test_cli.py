@@ -60,3 +60,18 @@ def test_methods_lists_every_registered_method():
     assert result.exit_code == 0
     for name, cls in METHODS.items():
         assert name in result.output and cls.description in result.output
+
+
+def test_commands_import_no_ray_before_their_session_starts():
+    # A private Ray binds to loopback only if ray is first imported inside ray_session
+    # (cmcl/ray/session.py); the modules loaded before a session must not import it.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cmcl.cli, cmcl.commands.train, cmcl.commands.train_setup, "
+        "cmcl.commands.features, cmcl.commands.study, cmcl.ray.extract, cmcl.ray.storage, "
+        "cmcl.ray.scaling, cmcl.ray.session; print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

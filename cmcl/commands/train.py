@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 
@@ -184,6 +186,9 @@ def train(
         default_name = f"{benchmark}-{normalise_pair(pair)}-{method}-s{seed}"
     except (KeyError, ValueError) as error:
         _fail(str(error).strip('"'))
+    # click's FloatRange lets nan and inf through (every comparison with nan is False).
+    if not math.isfinite(gpus_per_worker):
+        _fail(f"--gpus-per-worker must be a finite number >= 0, got {gpus_per_worker}")
     on_ray = workers >= 2 or address is not None
     if on_ray:
         location = ray_location(storage, out, default_name, resume=resume)
@@ -252,15 +257,12 @@ def _train_on_ray(
     from cmcl.engine import NonFiniteLossError
     from cmcl.ray.scaling import check_scaling, missing_resources
     from cmcl.ray.session import ray_session
-    from cmcl.ray.train import fit_distributed
 
     try:
         check_scaling(config, workers=workers, gpus_per_worker=gpus_per_worker)
     except ValueError as error:
         _fail(str(error))
     if address is None and gpus_per_worker > 0:
-        import math
-
         import torch
 
         need, have = math.ceil(workers * gpus_per_worker), torch.cuda.device_count()
@@ -277,6 +279,10 @@ def _train_on_ray(
         err=True,
     )
     with ray_session(address) as available:
+        # Imported once the session is up: importing ray first would keep a private Ray from
+        # binding to loopback (cmcl/ray/session.py).
+        from cmcl.ray.train import fit_distributed
+
         short = missing_resources(
             available, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=1.0
         )

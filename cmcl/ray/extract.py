@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import ray
 
 from cmcl.data.extract import (
     ExtractionReport,
@@ -89,6 +88,8 @@ def ray_mapper(actors: list) -> ShardMapper:
     """A :data:`cmcl.data.extract.ShardMapper` over started actors."""
 
     def mapper(plan: Plan, shards: list[Shard]) -> Iterator[tuple[Shard, pa.Table]]:
+        import ray
+
         queue = list(shards)
         running: dict = {}
         load = {i: 0 for i in range(len(actors))}
@@ -135,6 +136,10 @@ def extract_on_ray(
         max_workers: at most this many actors.
     """
     with ray_session(address, num_cpus=num_cpus) as resources:
+        # Imported once the session is up (a private Ray binds to loopback only if ray
+        # was not imported before it: cmcl/ray/session.py).
+        import ray
+
         count, cpus, gpus = actor_layout(
             resources,
             gpus_per_worker=gpus_per_worker,

@@ -117,6 +117,11 @@ class RunLocation:
         data = self.read_bytes(relative)
         return None if data is None else json.loads(data)
 
+    def remove(self, relative: str) -> None:
+        """Delete one file if it is there."""
+        if self.exists(relative):
+            self.fs.delete_file(self._path(relative))
+
     def write_bytes(self, relative: str, data: bytes) -> None:
         """Write through a temporary name then move, so readers never see half a file."""
         path = self._path(relative)
@@ -153,20 +158,15 @@ class RunLocation:
 
 
 def record_config(location: RunLocation, config: RunConfig) -> None:
-    """Write config.json, refusing to mix a different configuration into an existing run."""
+    """Write config.json, refusing to mix a different configuration into an existing run
+    (the same check as a resumed run's, :func:`cmcl.engine.resume.check_resume_settings`)."""
+    from cmcl.engine.resume import check_resume_settings, recorded_config
+
     record = config.replace({"out": location.uri, "resume": None}).to_dict()
     existing = location.read_json("config.json")
     if existing is not None:
-        ignored = ("out", "resume")
-        old = RunConfig.from_dict({k: v for k, v in existing.items() if k not in ignored}).flat()
-        new = config.flat()
-        differ = sorted(k for k in new if old.get(k) != new[k])
-        if differ:
-            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in differ[:5])
-            raise ValueError(
-                f"{location.uri} holds a run with other settings ({shown}); "
-                "a run name resumes its own run only: choose another name or storage"
-            )
+        source = f"{location.uri}/config.json"
+        check_resume_settings(recorded_config(existing, source=source), config, source=source)
         return
     location.write_bytes(
         "config.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()

@@ -22,6 +22,7 @@ This module adds what only Ray knows about:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import sys
@@ -42,8 +43,9 @@ from ray.train import (
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from cmcl.config import RunConfig
-from cmcl.engine import NonFiniteLossError, Reporter, fit
+from cmcl.engine import NonFiniteLossError, NonFiniteMetricError, Reporter, fit
 from cmcl.engine.checkpoint import latest_checkpoint
+from cmcl.engine.reporting import FAILURE_FILE, write_failure
 from cmcl.engine.resume import check_resume_settings, recorded_config
 from cmcl.ray.scaling import PLACEMENTS, check_scaling, missing_resources
 from cmcl.ray.session import ray_session
@@ -157,7 +159,8 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
         except NonFiniteLossError as error:
             # Deterministic: a restart would hit it again. Every rank sees it (the
             # losses are all-reduced), so all return and the driver raises it.
-            return {"non_finite": str(error)} if rank == 0 else None
+            failed = {"non_finite": str(error), "error": type(error).__name__}
+            return failed if rank == 0 else None
     if rank != 0:
         return None
     shutil.rmtree(scratch, ignore_errors=True)
@@ -290,9 +293,21 @@ def fit_distributed(
         result = trainer.fit()
     summary = result.return_value
     if isinstance(summary, dict) and "non_finite" in summary:
-        raise NonFiniteLossError(summary["non_finite"])
+        kind = (
+            NonFiniteMetricError
+            if summary.get("error") == NonFiniteMetricError.__name__
+            else NonFiniteLossError
+        )
+        error = kind(summary["non_finite"])
+        # Rank 0 wrote its record in its scratch directory, which is never uploaded.
+        record = {"error": kind.__name__, "message": str(error)}
+        location.write_bytes(FAILURE_FILE, (json.dumps(record, indent=1) + "\n").encode())
+        if config.out is not None:
+            write_failure(Path(config.out), error)
+        raise error
     if summary is None:
         raise RuntimeError(f"the run {location.uri} ended without a summary from rank 0")
+    location.remove(FAILURE_FILE)  # an earlier attempt's record: the run has now finished
     if config.out is not None:
         location.download_results(Path(config.out))
     return summary

@@ -103,7 +103,5 @@ def test_a_run_name_refuses_a_different_configuration(tiny_store, tmp_path):
     assert recorded.out == location.uri and recorded.resume is None
     assert recorded.flat() == config.flat()
     record_config(location, config.replace({"resume": "/somewhere"}))  # same run: accepted
-    with pytest.raises(
-        ValueError, match=r"holds a run with other settings \(method.lam: 1.25 -> 2.0\)"
-    ):
+    with pytest.raises(ValueError, match=r"\(method.lam: recorded 1.25, requested 2.0\)"):
         record_config(location, config.replace({"lambda": 2.0}))

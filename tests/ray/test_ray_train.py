@@ -179,3 +179,22 @@ def test_two_worker_checkpoint_resumes_on_one_worker(finished_run, tmp_path):
         name="one",
     )
     _same_summary(summary, one)
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_under_ray_train_records_why_in_the_run(
+    ray_instance, tiny_store, tmp_path
+):
+    from cmcl.engine import NonFiniteLossError
+
+    config = RunConfig.from_overrides(
+        tiny_overrides(
+            tiny_store, method="source_only", out=str(tmp_path / "out"), **{"train.lr": 1e20}
+        )
+    )
+    storage = tmp_path / "storage"
+    with pytest.raises(NonFiniteLossError, match="'total' is nan at warmup step 2"):
+        fit_distributed(config, workers=2, storage=str(storage), name="run")
+    for record in (storage / "run" / "failure.json", tmp_path / "out" / "failure.json"):
+        failure = json.loads(record.read_text())
+        assert failure["error"] == "NonFiniteLossError" and "warmup step 2" in failure["message"]
