@@ -38,6 +38,7 @@ from cmcl.study.naming import JOURNAL_FILE, STUDY_FILE, TUNE_DIR
 from cmcl.study.naming import study_dir as study_directory
 from cmcl.study.plan import RunOverrides
 from cmcl.study.records import write_json
+from cmcl.study.resources import check_resources, describe_plan
 from cmcl.study.restart import (
     StudyStateError,
     has_progress,
@@ -140,6 +141,8 @@ def run_new_study(
     this one drives it is then refused by the lease, naming this driver,
     instead of being told to resume. ``options`` go to :func:`run_study`.
     """
+    # A layout no run can use fails here, before the lease, the directory and Ray.
+    check_resources(spec, overrides)
     path = study_directory(storage, spec.name)
     existed, created = path.exists(), False
     lease = StudyLease(path)
@@ -195,7 +198,11 @@ def _drive(
                 f"[cmcl study] restarting: {len(kept)} ended trial(s) kept{where}", file=sys.stderr
             )
     if "resolved" not in meta or not restorable:
-        meta["resolved"] = plan_resources(spec, cluster, max_concurrent=max_concurrent)
+        meta["resolved"] = plan_resources(
+            spec, cluster, max_concurrent=max_concurrent, overrides=meta.get("run_overrides")
+        )
+        if echo:
+            print(f"[cmcl study] {describe_plan(meta['resolved'])}", file=sys.stderr)
     trainable = study_trainable(spec, study, meta)
     callback = StudyCallback(str(study), spec.to_dict(), expected=expected_trials(spec), echo=echo)
     if restorable:

@@ -49,7 +49,19 @@ def study_trainable(spec: StudySpec, study: Path, meta: dict[str, Any]):
         "parallel_runs": meta["resolved"]["parallel_runs"],
     }
     trainable = tune.with_parameters(study_trial, context=context)
-    return tune.with_resources(trainable, tune.PlacementGroupFactory(meta["resolved"]["bundles"]))
+    return tune.with_resources(trainable, trial_resources(meta["resolved"]))
+
+
+def trial_resources(resolved: dict[str, Any]):
+    """Tune's resource request for each trial: the placement group the plan sized.
+
+    ``resolved`` is :func:`cmcl.study.directory.plan_resources`'s answer. Its
+    bundles go to Ray as they are, fractions of a GPU included, so Ray packs
+    several one-worker runs on a GPU (``gpus_per_worker: 0.25``: four).
+    """
+    from ray import tune
+
+    return tune.PlacementGroupFactory([dict(bundle) for bundle in resolved["bundles"]])
 
 
 def _searcher(spec: StudySpec, study: Path, concurrent: int, *, reseed: bool = False):

@@ -7,7 +7,6 @@ study.json, then hands it to the Ray driver; ``cmcl study resume`` and
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from cmcl.study.naming import SPEC_FILE, STUDY_FILE, study_dir
 from cmcl.study.plan import RunKey, RunOverrides, evaluation_schedule, grid_points, run_config
 from cmcl.study.plan import trial_plan as _trial_plan
 from cmcl.study.records import read_study, write_json
+from cmcl.study.resources import check_resources, runs_held
 from cmcl.study.spec import StudySpec, load_spec
 
 MEMORY_BUNDLE = {"memory": 1 << 20}
@@ -112,27 +112,48 @@ def load_study_dir(path: str | Path) -> tuple[StudySpec, dict[str, Any]]:
 
 
 def plan_resources(
-    spec: StudySpec, cluster: Mapping[str, float], *, max_concurrent: int | None = None
+    spec: StudySpec,
+    cluster: Mapping[str, float],
+    *,
+    max_concurrent: int | None = None,
+    overrides: RunOverrides | None = None,
 ) -> dict[str, Any]:
     """How many runs of a trial run at once and how many trials at once, on ``cluster``.
+
+    A fraction of a GPU per worker (one-worker feature-mode runs) packs several
+    runs on each GPU, counted as Ray counts (cmcl/study/resources.py).
 
     Args:
         cluster: the cluster's total resources (``{"CPU": 8.0, "GPU": 2.0}``).
         max_concurrent: overrides ``spec.max_concurrent``.
+        overrides: per-benchmark command-line settings (``--root`` selects video mode,
+            where a run needs a whole GPU).
 
-    Returns ``{"parallel_runs", "max_concurrent", "bundles"}``: ``bundles`` is the
-    trial's placement group (first bundle: the trial process).
+    Returns ``{"parallel_runs", "max_concurrent", "runs_at_once", "per_run", "bundles",
+    "cluster"}``: ``runs_at_once`` is the study's runs at once (``parallel_runs`` x
+    the trials the cluster holds, at most ``max_concurrent``); ``per_run`` what one
+    run reserves; ``bundles`` the trial's placement group (first bundle: the trial
+    process).
+
+    Raises:
+        ValueError: resources no run can use (:func:`check_resources`), a cluster
+            that holds no run, or ``parallel_runs`` above the runs it holds.
     """
+    check_resources(spec, overrides)
     res = spec.resources
     per_run = {"CPU": res.cpus_per_worker * res.workers, "GPU": res.gpus_per_worker * res.workers}
-    slots = min(
-        math.floor(cluster.get(k, 0.0) / need + 1e-9) for k, need in per_run.items() if need > 0
+    slots = runs_held(
+        cluster,
+        workers=res.workers,
+        cpus_per_worker=res.cpus_per_worker,
+        gpus_per_worker=res.gpus_per_worker,
     )
+    need = f"{per_run['CPU']:g} CPU and {per_run['GPU']:g} GPU"
+    have = ", ".join(f"{cluster.get(k, 0.0):g} {k}" for k in per_run)
     if slots < 1:
-        have = ", ".join(f"{cluster.get(k, 0.0):g} {k}" for k in per_run)
         raise ValueError(
-            f"one run needs {per_run['CPU']:g} CPU and {per_run['GPU']:g} GPU "
-            f"(resources: workers x cpus/gpus_per_worker); the cluster has {have}"
+            f"one run needs {need} (resources: workers x cpus/gpus_per_worker); "
+            f"the cluster has {have}"
         )
     runs = runs_per_trial(spec)
     worker = {
@@ -144,11 +165,22 @@ def plan_resources(
         bundles = [dict(MEMORY_BUNDLE)]
     else:
         parallel = min(runs, res.parallel_runs or slots)
+        if parallel > slots:
+            raise ValueError(
+                f"resources.parallel_runs={res.parallel_runs}: a trial's runs side by side "
+                f"need {parallel} x ({need}); the cluster has {have}, which holds {slots} "
+                f"run(s) at once; use parallel_runs <= {slots}"
+            )
         bundles = [worker] if parallel == 1 else [dict(MEMORY_BUNDLE)] + [worker] * parallel
-    concurrent = max_concurrent or spec.max_concurrent or max(1, slots // parallel)
+    concurrent = min(
+        max_concurrent or spec.max_concurrent or max(1, slots // parallel),
+        max(1, expected_trials(spec)),
+    )
     return {
         "parallel_runs": parallel,
-        "max_concurrent": min(concurrent, max(1, expected_trials(spec))),
+        "max_concurrent": concurrent,
+        "runs_at_once": parallel * min(concurrent, max(1, slots // parallel)),
+        "per_run": per_run,
         "bundles": bundles,
         "cluster": dict(cluster),
     }

@@ -1,0 +1,78 @@
+"""Fractional GPUs on a real Ray (slow): Ray packs as the plan counts, and a packed study runs.
+
+Ray is started with GPUs it only declares (``num_gpus``), so these run on a
+CPU machine: Ray hands out GPU shares and sets CUDA_VISIBLE_DEVICES, and the
+runs, finding no CUDA, train on the CPU. Whether packed runs share a real
+GPU's memory well is a device check (docs/studies.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import tiny_overrides
+
+from cmcl.study.resources import runs_held
+
+pytestmark = pytest.mark.slow
+CLUSTER = {"CPU": 4.0, "GPU": 2.0}
+
+
+@pytest.fixture(scope="module")
+def fake_gpu_ray():
+    import ray
+
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/ray-cmcl-study-tests")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        address="local",
+        num_cpus=int(CLUSTER["CPU"]),
+        num_gpus=int(CLUSTER["GPU"]),
+        include_dashboard=False,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("gpus", [0.4, 0.3, 0.25])
+def test_ray_places_exactly_the_runs_the_plan_counts(fake_gpu_ray, gpus):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    held = runs_held(CLUSTER, workers=1, cpus_per_worker=0.1, gpus_per_worker=gpus)
+    bundle = {"CPU": 0.1, "GPU": gpus}
+    fits = placement_group([bundle] * held)
+    try:
+        assert fits.wait(30)
+    finally:
+        remove_placement_group(fits)
+    one_more = placement_group([bundle] * (held + 1))
+    try:
+        assert not one_more.wait(3)
+    finally:
+        remove_placement_group(one_more)
+
+
+def test_a_packed_study_runs_its_runs_side_by_side(fake_gpu_ray, tiny_store, tmp_path):
+    from cmcl.ray.study import run_new_study
+    from cmcl.study.records import read_json, read_trial_records
+    from cmcl.study.spec import parse_spec
+
+    settings = tiny_overrides(tiny_store)
+    spec = parse_spec(
+        {
+            "name": "packed",
+            "benchmark": "synthetic-epic",
+            "pairs": ["D2-D1", "D3-D1"],
+            "methods": ["cmco"],
+            "objective": "mean",
+            "settings": {k: v for k, v in settings.items() if k not in ("benchmark", "pair")},
+            "resources": {"gpus_per_worker": 0.5},
+        }
+    )
+    path = run_new_study(spec, storage=tmp_path, echo=False)
+    resolved = read_json(path / "study.json")["resolved"]
+    assert resolved["parallel_runs"] == 2 and resolved["runs_at_once"] == 2
+    assert resolved["bundles"][1:] == [{"CPU": 1.0, "GPU": 0.5}] * 2
+    assert [r["state"] for r in read_trial_records(path)] == ["done"]
