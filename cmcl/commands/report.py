@@ -75,5 +75,11 @@ def report_command(
         click.echo("  no paper table has a finished run yet")
     if summary.missing:
         click.echo(
-            f"  {summary.missing} missing row/pair line(s): see the Missing lists in index.md"
+            f"  warning: {summary.missing} planned row/pair line(s) without a finished run "
+            "(failed, stopped or not run yet): see the Missing lists in index.md"
+        )
+    if summary.unplanned:
+        click.echo(
+            f"  {summary.unplanned} paper row(s) or pair(s) not planned by the studies "
+            "(empty by design; listed under each table)"
         )

@@ -33,6 +33,7 @@ from cmcl.report.document import (
 from cmcl.report.hpo import hpo_blocks
 from cmcl.report.layout import table_blocks
 from cmcl.report.paper import benchmark_family, paper_tables
+from cmcl.report.planned import study_plan
 from cmcl.report.plots import data_kind, sensitivity_figures, training_curve_figures
 from cmcl.report.sections import feature_blocks, overview_blocks, selection_blocks
 from cmcl.report.store import Results, load_results
@@ -49,10 +50,13 @@ class ReportSummary:
 
     out: Path
     files: list[Path] = field(default_factory=list)
+    """Every file written: index files, CSVs and plots."""
     tables: list[str] = field(default_factory=list)
     """``table3_epic/synthetic-epic`` for every table shown."""
     missing: int = 0
-    """Lines in the report that list missing rows or pairs."""
+    """Lines in the report that list planned rows or pairs without a finished run."""
+    unplanned: int = 0
+    """Lines that list rows or pairs of the paper's tables no study planned."""
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -104,6 +108,11 @@ def fill_tables(results: Results, runs: pd.DataFrame) -> list[TableResult]:
             ]
             pool = mine[mine["study"].isin(declaring)] if declaring else mine
             source = declaring or studies
+            plans = [
+                study_plan(i) if i is not None else None
+                for i in infos
+                if i is None or i.name in source
+            ]
             result = fill_table(
                 table,
                 benchmark,
@@ -113,6 +122,7 @@ def fill_tables(results: Results, runs: pd.DataFrame) -> list[TableResult]:
                 mean_objective=_mean_objective(results, source),
                 unfinished=unfinished[unfinished["benchmark"] == benchmark],
                 baselines=mine,
+                plans=plans,
             )
             if declaring or (undeclared and result.worth_showing()):
                 filled.append(result)
@@ -186,6 +196,7 @@ def _build(
         doc.add(*table_blocks(table, rule))
         summary.tables.append(f"{table.table.key}/{table.benchmark}")
         summary.missing += len(table.missing)
+        summary.unplanned += len(table.unplanned)
     metric = _metric(results, [s.name for s in results.studies])
     if len(finished):
         doc.add(*selection_blocks(results.evals, finished, rule))
@@ -203,7 +214,9 @@ def _build(
         curves = training_curve_figures(results.evals, finished, plots, metric)
         doc.add(Heading(1, "Training curves"), *curves)
         doc.add(*feature_blocks(finished, plots, metric, max_tsne))
-    summary.files = _write(doc, out, formats)
+    _write(doc, out, formats)
+    # Everything in the staging folder, plots included: what the closing line counts.
+    summary.files = sorted(p for p in out.rglob("*") if p.is_file())
     return summary
 
 

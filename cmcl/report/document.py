@@ -225,6 +225,8 @@ def write_csvs(doc: Document, folder: Path) -> list[Path]:
             if frame is None:
                 frame = pd.DataFrame(block.rows, columns=block.headers)
             path = folder / f"{block.csv_name}.csv"
+            if path in written:
+                raise FileExistsError(f"two tables of one report are both named {path.name}")
             frame.to_csv(path, index=False)
             written.append(path)
     return written

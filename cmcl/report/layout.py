@@ -156,7 +156,21 @@ def table_blocks(result: TableResult, rule: str) -> list[Block]:
     stem = f"{table.key}_{result.benchmark}"
     blocks.append(Table(detail[0], detail[1], csv_name=stem, data=data))
     if result.missing:
-        blocks += [Text(f"**Missing** ({result.benchmark}):"), Bullets(result.missing)]
+        blocks += [
+            Text(
+                f"**Missing** ({result.benchmark}): planned by the studies, but no finished run "
+                "(failed, stopped early or not run yet):"
+            ),
+            Bullets(result.missing),
+        ]
+    if result.unplanned:
+        blocks.append(
+            Text(
+                f"Not planned by the studies ({result.benchmark}; empty by design, not missing): "
+                + "; ".join(result.unplanned)
+                + "."
+            )
+        )
     if any(r.row.method is None for r in result.rows):
         blocks.append(
             Text("Rows marked n/a are other papers' setups (not reproducible with cmcl).")

@@ -23,6 +23,7 @@ import pandas as pd
 from cmcl.report.aggregate import matches, normalise_value
 from cmcl.report.choose import choose
 from cmcl.report.document import Figure
+from cmcl.report.names import safe_name
 from cmcl.report.paper import PAPER_DEFAULTS, benchmark_family, family_pairs, pair_label
 
 SWEPT = {
@@ -58,8 +59,16 @@ plt.rcParams.update(
 
 
 def save(fig: plt.Figure, folder: Path, stem: str) -> str:
-    """Write ``folder/stem.png`` and ``.svg``; returns ``plots/stem`` for the document."""
+    """Write ``folder/stem.png`` and ``.svg``; returns ``plots/stem`` for the document.
+
+    Raises:
+        FileExistsError: a figure of this report already took the name (a report is
+            written into a fresh folder, so an existing file is one of its own).
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    if (folder / f"{stem}.png").exists():
+        plt.close(fig)
+        raise FileExistsError(f"two figures of one report are both named {stem!r} in {folder}")
     fig.savefig(folder / f"{stem}.png", dpi=150, bbox_inches="tight")
     # No date and fixed ids: regenerating a checked-in report changes no file needlessly.
     fig.savefig(folder / f"{stem}.svg", bbox_inches="tight", metadata={"Date": None})
@@ -167,7 +176,7 @@ def sensitivity_figures(runs: pd.DataFrame, folder: Path, rule: str) -> list[Fig
             fontsize=10,
         )
         fig.tight_layout()
-        stem = save(fig, folder, f"sensitivity_{study}_{benchmark}_{method}")
+        stem = save(fig, folder, safe_name(f"sensitivity_{study}_{benchmark}_{method}"))
         figures.append(
             Figure(stem, f"Sensitivity of {method} on {benchmark} (study {study}, rule {rule})")
         )

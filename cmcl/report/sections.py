@@ -15,6 +15,7 @@ from cmcl.report.features import (
     retrieval_accuracy,
     tsne_figure,
 )
+from cmcl.report.names import run_file_names
 from cmcl.report.paper import benchmark_family, class_names, family_pairs, pair_label
 from cmcl.report.plots import METHOD_COLOURS
 from cmcl.report.protocol import FEATURE, modes_text, run_modes
@@ -213,6 +214,7 @@ def feature_blocks(runs: pd.DataFrame, folder: Path, metric: str, max_tsne: int)
     if problems:
         blocks.append(Bullets(problems))
     tsne: list[Block] = [Heading(1, "t-SNE of the feature spaces (the paper's Figures 5 and 7)")]
+    file_names = run_file_names(runs)
     for run in _feature_runs(with_features, metric, max_tsne):
         frame = frames.get(run["run_key"])
         if frame is None:
@@ -227,9 +229,9 @@ def feature_blocks(runs: pd.DataFrame, folder: Path, metric: str, max_tsne: int)
                     f"First {min(RETRIEVAL_ROWS, len(neighbours))} of {len(neighbours)} target "
                     f"segments (RGB+flow features); retrieval accuracy {accuracy:.1f}% over all of them."
                 ),
-                _retrieval_table(neighbours, run["benchmark"], run["run_key"]),
+                _retrieval_table(neighbours, run["benchmark"], file_names[run["run_key"]]),
             ]
-        stem = f"tsne_{run['run_key'].replace('/', '_')}"
+        stem = f"tsne_{file_names[run['run_key']]}"
         figure = tsne_figure(
             frame,
             folder,
@@ -244,7 +246,7 @@ def feature_blocks(runs: pd.DataFrame, folder: Path, metric: str, max_tsne: int)
     return blocks + tsne
 
 
-def _retrieval_table(neighbours: pd.DataFrame, benchmark: str, run_key: str) -> Table:
+def _retrieval_table(neighbours: pd.DataFrame, benchmark: str, file_name: str) -> Table:
     names = class_names(benchmark)
 
     def name(label: int) -> str:
@@ -269,5 +271,5 @@ def _retrieval_table(neighbours: pd.DataFrame, benchmark: str, run_key: str) -> 
         "Cosine",
         "Same class",
     ]
-    stem = "retrieval_" + run_key.replace("/", "_")
+    stem = f"retrieval_{file_name}"
     return Table(headers, rows, csv_name=stem, data=neighbours)

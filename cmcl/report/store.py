@@ -249,7 +249,9 @@ def _runs_table(
     if evals.empty:
         return pd.DataFrame(columns=[*IDENTITY, "run_key", "finished", "run_dir", "has_features"])
     first = evals.groupby("run_key", sort=True).first()
-    runs = first[[*IDENTITY, *cfg_columns]].reset_index()
+    # A study's runs also carry their variant (part of what names a run's report files).
+    variant = ["variant"] if "variant" in first.columns else []
+    runs = first[[*IDENTITY, *variant, *cfg_columns]].reset_index()
     runs["n_evals"] = evals.groupby("run_key", sort=True).size().to_numpy()
     adapt = evals[evals["stage"] == "adapt"].groupby("run_key")["step"].max()
     runs["last_adapt_step"] = runs["run_key"].map(adapt).fillna(0).astype("int64")

@@ -27,6 +27,7 @@ from cmcl.report.aggregate import (
 )
 from cmcl.report.choose import Choice, choose
 from cmcl.report.paper import PAPER_DEFAULTS, PaperRow, PaperTable, family_pairs, pair_label
+from cmcl.report.planned import StudyPlan, planned_cells
 
 SOURCE_ONLY = "source_only"
 TABLE3_METHODS = frozenset(
@@ -73,6 +74,9 @@ class RowResult:
     cells: dict[str, Cell] = field(default_factory=dict)
     """By column: a pair (``D2-D1``), ``Mean``, ``Gain``, ``Gain via sampling``."""
     missing_pairs: tuple[str, ...] = ()
+    """Pairs without a finished run, planned or not."""
+    unplanned_pairs: tuple[str, ...] = ()
+    """The missing pairs no study planned for this row (:mod:`cmcl.report.planned`)."""
     used: list[pd.DataFrame] = field(default_factory=list, repr=False)
     """The runs behind this row's numbers: each cell's chosen runs and its source-only baseline."""
 
@@ -96,10 +100,13 @@ class TableResult:
     pairs: tuple[str, ...]
     """The family's pairs in the paper's order."""
     missing: list[str]
+    """Planned cells without a finished run (failed, stopped or not run yet): warnings."""
     notes: list[str]
     metric: str
     studies: tuple[str, ...]
     ks: tuple[int, ...]
+    unplanned: list[str] = field(default_factory=list)
+    """Cells no study planned: not warnings, listed so that an empty cell is explained."""
 
     def runs_used(self) -> pd.DataFrame:
         """Every run behind the table's numbers (what its captions describe: mode, schedule)."""
@@ -174,10 +181,13 @@ def fill_table(
     mean_objective: bool = False,
     unfinished: pd.DataFrame | None = None,
     baselines: pd.DataFrame | None = None,
+    plans: list[StudyPlan | None] | None = None,
 ) -> TableResult:
     """Fill ``table`` from ``runs`` (finished runs of ``benchmark``, with accuracies and ``config``).
 
     ``baselines``: where source-only baselines are looked for (default ``runs``).
+    ``plans``: the studies' plans, which tell a missing cell from one never planned
+    (None, or an unknown plan among them: every cell counts as planned).
     """
     baselines = runs if baselines is None else baselines
     pairs = family_pairs(table.family)
@@ -219,6 +229,8 @@ def fill_table(
             row_result.cells[pair] = cell
         have = tuple(p for p in pairs if p in row_result.cells)
         row_result.missing_pairs = tuple(p for p in pairs if p not in have)
+        planned = planned_cells(plans or [None], benchmark, row, row_result.missing_pairs)
+        row_result.unplanned_pairs = tuple(p for p in row_result.missing_pairs if p not in planned)
         if have:
             row_result.cells["Mean"] = _mean_cell(row_result, have, table.paper_value(row, "Mean"))
             if gains:
@@ -316,14 +328,23 @@ def _sampling_gains(result: TableResult) -> None:
 def _report_missing(result: TableResult, row: RowResult, unfinished: pd.DataFrame | None) -> None:
     if not row.missing_pairs:
         return
-    waiting = 0
+    waiting = pd.DataFrame(columns=["pair"])
     if unfinished is not None and len(unfinished):
-        waiting = len(_candidates(unfinished, row.row))
-    running = f"; {waiting} unfinished run(s) not counted" if waiting else ""
-    if len(row.missing_pairs) == len(result.pairs):
-        result.missing.append(f"{row.row.label()} (method {row.row.method}): no runs{running}")
-    else:
-        shown = ", ".join(pair_label(p) for p in row.missing_pairs)
-        result.missing.append(
-            f"{row.row.label()} (method {row.row.method}): no runs for {shown}{running}"
+        waiting = _candidates(unfinished, row.row)
+    # A pair with an unfinished run was asked for, whatever the plans say.
+    unplanned = [p for p in row.unplanned_pairs if p not in set(waiting["pair"])]
+    planned = [p for p in row.missing_pairs if p not in unplanned]
+    label = f"{row.row.label()} (method {row.row.method})"
+    if unplanned:
+        every = len(unplanned) == len(result.pairs)
+        result.unplanned.append(
+            label + ("" if every else f" on {', '.join(pair_label(p) for p in unplanned)}")
         )
+    if not planned:
+        return
+    running = f"; {len(waiting)} unfinished run(s) not counted" if len(waiting) else ""
+    if len(planned) == len(result.pairs):
+        result.missing.append(f"{label}: no runs{running}")
+    else:
+        shown = ", ".join(pair_label(p) for p in planned)
+        result.missing.append(f"{label}: no runs for {shown}{running}")

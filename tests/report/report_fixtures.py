@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from cmcl.config import RunConfig
 
@@ -135,19 +136,28 @@ def write_study(
     *,
     meta: dict[str, Any] | None = None,
     run_dirs: bool = True,
+    spec: dict[str, Any] | None = None,
+    tune_id: str | None = None,
 ) -> Path:
-    """A study directory: study.json, spec.yaml, results/evals-<run_id>.parquet, runs/<run_id>/."""
+    """A study directory: study.json, spec.yaml, results/evals-<run_id>.parquet, runs/<run_id>/.
+
+    ``spec``: spec.yaml's keys besides the name (what the study planned).
+    ``tune_id``: name runs as Tune does (``<tune_id>_<trial>-<pair>-s<seed>``, one trial
+    per run) instead of after their settings.
+    """
     study = root / name
     (study / "results").mkdir(parents=True, exist_ok=True)
     (study / "study.json").write_text(json.dumps({"name": name, **(meta or {})}))
-    (study / "spec.yaml").write_text(f"name: {name}\n")
-    for run in runs:
+    (study / "spec.yaml").write_text(yaml.safe_dump({"name": name, **(spec or {})}))
+    for index, run in enumerate(runs):
         config = run.config()
         frame = evals_frame(run, config)
+        trial_id = f"{tune_id}_{index:05d}" if tune_id else f"trial-{run.run_id}"
+        run_id = f"{trial_id}-{run.pair}-s{run.seed}" if tune_id else run.run_id
         identity = {
             "study": name,
-            "trial_id": f"trial-{run.run_id}",
-            "run_id": run.run_id,
+            "trial_id": trial_id,
+            "run_id": run_id,
             "benchmark": run.benchmark,
             "pair": run.pair,
             "method": run.method,
@@ -157,9 +167,9 @@ def write_study(
             {k: [v] * len(frame) for k, v in {**identity, **_cfg_columns(config)}.items()}
         )
         frame = pd.concat([frame, extra], axis=1)
-        frame.to_parquet(study / "results" / f"evals-{run.run_id}.parquet")
+        frame.to_parquet(study / "results" / f"evals-{run_id}.parquet")
         if run_dirs:
-            write_run_dir(study / "runs" / run.run_id, run, config=config)
+            write_run_dir(study / "runs" / run_id, run, config=config)
     return study
 
 

@@ -260,7 +260,9 @@ def test_regenerating_replaces_the_earlier_report_and_keeps_other_files(tmp_path
     assert new and not any(name.startswith("tsne_s_") for name in new)
     assert not (out / "index.tex").exists() and not (out / "csv").exists()
     assert (out / "notes.txt").read_text() == "mine"
-    assert summary.files == [out / "index.md"]
+    written = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "notes.txt")
+    assert summary.files == written and out / "index.md" in written
+    assert any(p.parent.name == "plots" for p in written)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
 
 
