@@ -68,6 +68,40 @@ _DATA_HELP = "DIR for every benchmark of the study, or BENCHMARK=DIR (repeatable
     "--set train.device=cuda); not a searched key. Repeatable.",
 )
 @click.option(
+    "--trials",
+    default=None,
+    metavar="N",
+    help="Optuna trials, instead of the file's `trials` (a grid study's count is derived).",
+)
+@click.option(
+    "--seeds",
+    default=None,
+    metavar="N|S,S...",
+    help="Instead of the file's `seeds`: a count (3: seeds 0, 1, 2) or a list (0,5; one seed: 7,).",
+)
+@click.option(
+    "--pairs",
+    default=None,
+    metavar="P,P...|all",
+    help="Instead of the file's `pairs`: e.g. D2-D1,D3-D1.",
+)
+@click.option(
+    "--methods",
+    default=None,
+    metavar="M,M...",
+    help="Instead of the file's `methods`: e.g. source_only,cmco.",
+)
+@click.option(
+    "--study-set",
+    "study_assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any key of the study file, dotted below the top level, with a YAML value (e.g. "
+    "--study-set scheduler.name=asha, --study-set settings.train.steps=300, "
+    "--study-set name=quick-try); checked like the file, recorded in the study's spec.yaml. "
+    "Repeatable.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -113,6 +147,11 @@ def study_run(
     features,
     splits,
     assignments,
+    trials,
+    seeds,
+    pairs,
+    methods,
+    study_assignments,
     workers,
     gpus_per_worker,
     cpus_per_worker,
@@ -127,7 +166,11 @@ def study_run(
     \b
     Real data: --features DIR (feature mode) or --root DIR (video mode; add
     --set model.i3d_rgb=... --set model.i3d_flow=... and usually --gpus-per-worker 1).
-    The synthetic twin of a real-data file: --synthetic. An existing directory is
+    The synthetic twin of a real-data file: --synthetic. A smaller or other
+    version of the file's study: --trials, --seeds, --pairs, --methods and
+    --study-set KEY=VALUE change its keys before it is checked; the study
+    directory records the changed study (add --study-set name=... to keep the
+    full study's directory free). An existing directory is
     never overwritten: while a driver runs it, this one is refused (naming that
     driver); otherwise, if it holds the same study, continue it with
     `cmcl study resume DIR`.
@@ -136,10 +179,18 @@ def study_run(
 
     from cmcl.config import parse_assignments
     from cmcl.study.directory import command_line_overrides
-    from cmcl.study.spec import StudySpecError, load_spec
+    from cmcl.study.overrides import describe, load_spec_with, study_overrides
+    from cmcl.study.spec import StudySpecError
 
     try:
-        spec = load_spec(file)
+        changes = study_overrides(
+            trials=trials,
+            seeds=seeds,
+            pairs=pairs,
+            methods=methods,
+            assignments=study_assignments,
+        )
+        spec = load_spec_with(file, changes)
         if synthetic:
             spec = spec.on_synthetic()
         given = {
@@ -166,7 +217,8 @@ def study_run(
         spec,
         storage=storage or spec.storage or "studies_out",
         overrides=overrides,
-        source=str(file),
+        # The spec.yaml header and study.json's source_file say which changes were made.
+        source=f"{file} with {describe(changes)}" if changes else str(file),
         synthetic=synthetic,
         address=address,
         num_cpus=num_cpus,
@@ -174,6 +226,32 @@ def study_run(
         quiet=quiet,
         verbose=verbose,
     )
+
+
+_PLAN_OPTIONS = ("--trials", "--seeds", "--pairs", "--methods", "--study-set")
+
+
+def _refuse_plan_changes(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Hidden ``cmcl study run`` options on resume, each refused with the reason and the way."""
+
+    def refuse(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value:
+            raise click.UsageError(
+                f"{param.opts[0]}: a study's plan cannot change under it; `cmcl study resume` "
+                "continues the study its directory records (spec.yaml). For another plan, "
+                f"start a new study: cmcl study run FILE {param.opts[0]} ... --study-set name=NEW",
+                ctx=ctx,
+            )
+
+    for option in _PLAN_OPTIONS:
+        command = click.option(
+            option,
+            multiple=True,
+            hidden=True,
+            expose_value=False,
+            callback=refuse,
+        )(command)
+    return command
 
 
 @study.command("resume")
@@ -200,6 +278,7 @@ def study_run(
 )
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--verbose", is_flag=True, help="Also Ray's and Tune's own output.")
+@_refuse_plan_changes
 def study_resume(directory, address, num_cpus, retry_errored, restart_unfinished, quiet, verbose):
     """Finish the study in DIRECTORY after its driver stopped (killed, Ctrl-C, node lost).
 

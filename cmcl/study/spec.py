@@ -34,6 +34,7 @@ __all__ = [
     "Variant",
     "load_spec",
     "parse_spec",
+    "read_study_file",
 ]
 
 METRICS = {
@@ -59,7 +60,7 @@ SEARCHERS = ("grid", "optuna")
 OBJECTIVES = ("per_pair", "mean")
 SCHEDULERS = ("none", "asha")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,99}$")
-_KEYS = (
+STUDY_KEYS = (
     "name",
     "description",
     "benchmark",
@@ -205,24 +206,28 @@ class StudySpec:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study file."""
+    """Read and validate a study file (with command-line changes: cmcl.study.overrides)."""
+    return parse_spec(read_study_file(path), source=str(path))
+
+
+def read_study_file(path: str | Path) -> Any:
+    """The study file's YAML, parsed but not yet validated."""
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise StudySpecError(f"study file {path} does not exist") from None
     except yaml.YAMLError as error:
         raise StudySpecError(f"study file {path} is not valid YAML: {error}") from None
-    return parse_spec(data, source=str(path))
 
 
 def parse_spec(data: Any, *, source: str = "study file") -> StudySpec:
     """Validate a study mapping (the parsed YAML) into a :class:`StudySpec`."""
     from cmcl.study._build import build_spec
 
-    return build_spec(Reader(data, source=source, path=""), keys=_KEYS)
+    return build_spec(Reader(data, source=source, path=""), keys=STUDY_KEYS)
 
 
 def _spec_to_dict(spec: StudySpec) -> dict[str, Any]:

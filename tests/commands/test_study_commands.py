@@ -74,3 +74,76 @@ def test_a_study_with_a_live_driver_is_refused_and_status_still_reads_it(tmp_pat
         assert "driver: running (pid" in status.output and "cmcl study resume" not in status.output
     # Nothing was written by the refused drivers, and the lease went with its holder.
     assert sorted(p.name for p in path.iterdir()) == ["spec.yaml", "study.json"]
+
+
+def test_run_changes_study_keys_and_the_directory_records_the_changed_study(tmp_path, monkeypatch):
+    import cmcl.ray.study as ray_study
+    from cmcl.study.directory import load_study_dir
+
+    file = write(tmp_path / "s.yaml", methods=["source_only", "cmco"], pairs="all", seeds=3)
+    # Everything up to Ray: the lease, the directory, spec.yaml and study.json.
+    monkeypatch.setattr(ray_study, "run_study", lambda path, **options: path)
+    options = ["--seeds", "0,1", "--pairs", "D2-D1", "--study-set", "name=c-small"]
+    result = CliRunner().invoke(
+        cli, ["study", "run", str(file), *options, "--storage", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "out" / "c-small"
+    spec, meta = load_study_dir(path)
+    assert (spec.name, spec.seeds, spec.pairs) == (
+        "c-small",
+        (0, 1),
+        (("synthetic-epic", "D2-D1"),),
+    )
+    assert (meta["seeds"], meta["pairs"], meta["trials"]) == ([0, 1], ["D2-D1"], 2)
+    recorded = f"{file} with --seeds 0,1 --pairs D2-D1 --study-set name=c-small"
+    assert meta["source_file"] == recorded
+    assert (path / "spec.yaml").read_text().splitlines()[0].endswith(f"from {recorded}")
+    # The same command again: the same study, to be resumed; without the changes: another one.
+    again = CliRunner().invoke(
+        cli, ["study", "run", str(file), *options, "--storage", str(tmp_path / "out")]
+    )
+    assert "already holds this study" in again.output
+    other = CliRunner().invoke(
+        cli,
+        [
+            "study",
+            "run",
+            str(file),
+            "--study-set",
+            "name=c-small",
+            "--storage",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert other.exit_code != 0 and "holds a different study named 'c-small'" in other.output
+    assert "pairs" in other.output and "seeds" in other.output
+
+
+def test_run_refuses_bad_study_changes_before_anything_is_written(tmp_path):
+    file = write(tmp_path / "s.yaml")
+    runner = CliRunner()
+    for options, message in (
+        (["--seeds", "-1"], "with --seeds -1: key 'seeds': must be >= 1; got -1"),
+        (["--study-set", "trails=3"], "--study-set trails=3: unknown study key 'trails'"),
+        (["--study-set", "searcher=random"], "key 'searcher': must be one of grid, optuna"),
+        (["--pairs", "D9-D1"], "with --pairs D9-D1: key 'pairs':"),
+    ):
+        result = runner.invoke(cli, ["study", "run", str(file), *options])
+        assert result.exit_code != 0, result.output
+        assert message in result.output
+    assert not (tmp_path / "studies_out").exists()
+
+
+def test_resume_refuses_to_change_the_study(tmp_path):
+    path = create_study_dir(
+        parse_spec(yaml.safe_load(write(tmp_path / "s.yaml").read_text())), storage=tmp_path
+    )
+    before = (path / "spec.yaml").read_text()
+    for options in (["--trials", "3"], ["--seeds", "2"], ["--study-set", "metric=snd"]):
+        result = CliRunner().invoke(cli, ["study", "resume", str(path), *options])
+        assert result.exit_code == 2, result.output
+        assert f"{options[0]}: a study's plan cannot change under it" in result.output
+        assert "cmcl study run FILE" in result.output
+    assert (path / "spec.yaml").read_text() == before
+    assert sorted(p.name for p in path.iterdir()) == ["spec.yaml", "study.json"]

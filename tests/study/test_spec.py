@@ -227,3 +227,95 @@ def test_yaml_non_finite_settings_are_refused(tmp_path, text):
     )
     with pytest.raises(StudySpecError, match=r"study\.yaml: key 'settings'.*method\.lam"):
         load_spec(path)
+
+
+# -- command-line changes (cmcl study run --trials/--seeds/--pairs/--methods/--study-set) ----
+
+
+def _changed(tmp_path, data, **options):
+    import yaml
+
+    from cmcl.study.overrides import load_spec_with, study_overrides
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec_with(path, study_overrides(**options))
+
+
+def _change_error(tmp_path, data, **options) -> str:
+    with pytest.raises(StudySpecError) as info:
+        _changed(tmp_path, data, **options)
+    return str(info.value)
+
+
+HPO = base(
+    methods=["cmco"],
+    searcher="optuna",
+    trials=20,
+    objective="mean",
+    search={"lambda": {"low": 0.5, "high": 2.0}},
+)
+
+
+def test_command_line_changes_give_the_spec_of_the_changed_file(tmp_path):
+    three = base(methods=["source_only", "cmco", "mmd"], pairs="all", seeds=3)
+    spec = _changed(tmp_path, three, seeds="0,5", pairs="D2-D1,D3-D1", methods="cmco")
+    assert spec == parse_spec(base(methods=["cmco"], pairs=["D2-D1", "D3-D1"], seeds=[0, 5]))
+    assert _changed(tmp_path, three, seeds="2").seeds == (0, 1)
+    assert _changed(tmp_path, three, seeds="7,").seeds == (7,)
+    assert _changed(tmp_path, three, pairs="D1-D3").pairs == (("synthetic-epic", "D1-D3"),)
+    spec = _changed(
+        tmp_path,
+        {**HPO, "settings": {"lambda": 1.0, "train.steps": 600}, "search": {"tau": [0.1, 0.2]}},
+        trials="5",
+        assignments=[
+            "scheduler.name=asha",
+            "scheduler.grace_period=2",
+            "settings.method.lam=1.5",  # replaces the file's alias `lambda`
+            "search.tau.values=[0.05, 0.1]",
+            "optuna.seed=3",
+            "name=s-small",
+        ],
+    )
+    assert (spec.trials, spec.name, spec.optuna_seed) == (5, "s-small", 3)
+    assert (spec.scheduler.name, spec.scheduler.grace_period) == ("asha", 2)
+    assert dict(spec.settings) == {"method.lam": 1.5, "train.steps": 600}
+    assert spec.search[0].values == (0.05, 0.1)
+    # A list replaces a range (and a range field a list) instead of mixing the two.
+    spec = _changed(tmp_path, HPO, assignments=["search.lambda.values=[1.0, 1.5]"])
+    assert (spec.search[0].values, spec.search[0].low) == ((1.0, 1.5), None)
+    spec = _changed(tmp_path, HPO, assignments=["search.lambda.high=3"])
+    assert (spec.search[0].low, spec.search[0].high) == (0.5, 3.0)
+
+
+def test_command_line_changes_are_checked_like_the_file(tmp_path):
+    message = _change_error(tmp_path, HPO, trials="0")
+    assert message == "s.yaml with --trials 0: key 'trials': must be >= 1; got 0".replace(
+        "s.yaml", str(tmp_path / "s.yaml")
+    )
+    message = _change_error(tmp_path, base(), pairs="D2-D1,X-Y")
+    assert "with --pairs D2-D1,X-Y: key 'pairs':" in message
+    message = _change_error(tmp_path, base(), seeds="0,0")
+    assert "with --seeds 0,0: key 'seeds': a seed is listed twice" in message
+    message = _change_error(tmp_path, base(), methods="cmko")
+    assert "key 'methods': unknown method 'cmko'; valid: " in message and "cmco" in message
+    message = _change_error(tmp_path, base(), assignments=["metric=acc"])
+    assert "with --study-set metric=acc: key 'metric': must be one of target_acc" in message
+    message = _change_error(tmp_path, base(), assignments=["settings.train.stepz=3"])
+    assert "--study-set settings.train.stepz=3" in message and "train.stepz" in message
+    # A grid study's trials are derived; the parser says what they are.
+    message = _change_error(tmp_path, base(), trials="3")
+    assert "key 'trials': a grid study has 1 trials" in message
+
+
+def test_command_line_keys_that_do_not_exist_are_refused(tmp_path):
+    message = _change_error(tmp_path, base(), assignments=["trails=3"])
+    assert message.startswith("--study-set trails=3: unknown study key 'trails'; valid keys: name,")
+    message = _change_error(tmp_path, base(), assignments=["metric.name=snd"])
+    assert "--study-set metric.name=snd: 'metric' takes one value, it has no key 'name'" in message
+    message = _change_error(tmp_path, base(), assignments=["seeds"])
+    assert message.startswith("--study-set seeds: expected KEY=VALUE")
+    message = _change_error(tmp_path, base(), assignments=["resources.gpus=1"])
+    assert "key 'resources': unknown key 'gpus'; valid keys: workers" in message
+    message = _change_error(tmp_path, base(), assignments=["seeds=[0, 1"])
+    assert message.startswith("--study-set seeds=[0, 1: the value is not valid YAML")
