@@ -109,8 +109,9 @@ class PeerCMCo:
         self.loss_sum: torch.Tensor | None = None
         self.steps = 0
 
-    def losses(self, src: dict, tgt: dict) -> tuple[dict, dict]:
-        m, s = self.model, self.s
+    def forward(self, src: dict, tgt: dict) -> tuple[dict, dict]:
+        """Features F keyed (domain, modality) and fused logits per domain."""
+        m = self.model
         feats, fused = {}, {}
         for d, batch in (("source", src), ("target", tgt)):
             logits = 0
@@ -118,35 +119,60 @@ class PeerCMCo:
                 feats[d, k] = m.backbone[k](batch[k])
                 logits = logits + m.classifier[k](m.drop(feats[d, k]))
             fused[d] = logits
-        out = {"src_ce": F.cross_entropy(fused["source"], src["label"])}
+        return feats, fused
 
-        keys = list(feats)  # one head call for both domains and modalities
-        z = F.normalize(m.head(torch.cat([feats[k] for k in keys])), dim=1)
-        z = dict(zip(keys, z.split([len(feats[k]) for k in keys]), strict=True))
+    def embed(self, feats: dict) -> dict:
+        """z = h(F), one head call for both domains and modalities."""
+        keys = list(feats)
+        z = F.normalize(self.model.head(torch.cat([feats[k] for k in keys])), dim=1)
+        return dict(zip(keys, z.split([len(feats[k]) for k in keys]), strict=True))
+
+    def modality_terms(self, z: dict, src_index: torch.Tensor, tgt_index: torch.Tensor) -> dict:
+        tau = self.s.tau
 
         def info_nce(anchor, bank, index):
-            logits = anchor @ bank.T / s.tau
+            logits = anchor @ bank.T / tau
             return (logits.logsumexp(1) - logits.gather(1, index[:, None]).squeeze(1)).mean()
 
-        for d, batch in (("source", src), ("target", tgt)):
-            rgb_to_flow = info_nce(z[d, "rgb"], self.banks[f"{d}_flow_z"], batch["index"])
-            flow_to_rgb = info_nce(z[d, "flow"], self.banks[f"{d}_rgb_z"], batch["index"])
+        out = {}
+        for d, index in (("source", src_index), ("target", tgt_index)):
+            rgb_to_flow = info_nce(z[d, "rgb"], self.banks[f"{d}_flow_z"], index)
+            flow_to_rgb = info_nce(z[d, "flow"], self.banks[f"{d}_rgb_z"], index)
             out[f"mo_{d}"] = (rgb_to_flow + flow_to_rgb) / 2
+        return out
 
+    def domain_terms(self, feats: dict, target_logits: torch.Tensor) -> dict:
         with torch.no_grad():
-            pseudo, used = self.pseudo_labels(fused["target"])
+            pseudo, used = self.pseudo_labels(target_logits)
             # an unused anchor takes its whole row as positives: loss 0, finite gradient
             positive = (pseudo[:, None] == self.labels[None]) | ~used[:, None]
             weight = used.float() / used.sum().clamp_min(1)
-        f = {k: F.normalize(feats["target", k], dim=1) for k in MODALITIES}
+        out = {}
         for k in MODALITIES:
-            logits = f[k] @ self.banks[f"source_{k}_f"].T / s.tau
+            anchor = F.normalize(feats["target", k], dim=1)
+            logits = anchor @ self.banks[f"source_{k}_f"].T / self.s.tau
             positives = logits.masked_fill(~positive, -1e30).logsumexp(1)
             out[f"do_{k}"] = ((logits.logsumexp(1) - positives) * weight).sum()
+        return out
 
-        new = {f"{d}_{k}_z": z[d, k] for d, k in keys}
+    def losses(self, src: dict, tgt: dict) -> tuple[dict, dict]:
+        """Unweighted loss terms, and the new bank rows (attached; detached on use)."""
+        feats, fused = self.forward(src, tgt)
+        z = self.embed(feats)
+        out = {"src_ce": F.cross_entropy(fused["source"], src["label"])}
+        out.update(self.modality_terms(z, src["index"], tgt["index"]))
+        out.update(self.domain_terms(feats, fused["target"]))
+        new = {f"{d}_{k}_z": z[d, k] for d, k in feats}
         new.update({f"source_{k}_f": F.normalize(feats["source", k], dim=1) for k in MODALITIES})
         return out, new
+
+    @torch.no_grad()
+    def update_banks(self, src_index: torch.Tensor, tgt_index: torch.Tensor, new: dict) -> None:
+        delta = self.s.delta
+        for key, bank in self.banks.items():
+            index = src_index if key.startswith("source") else tgt_index
+            mixed = delta * bank[index] + (1 - delta) * new[key].detach()
+            bank[index] = F.normalize(mixed, dim=1)
 
     def pseudo_labels(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """argmax of softmax, and which anchors count: confident, with a source row of the class."""
@@ -172,11 +198,7 @@ class PeerCMCo:
         self.opt.step()
         self.sched.step()
         mark and mark("optimizer")
-        with torch.no_grad():
-            for key, bank in self.banks.items():
-                index = src["index"] if key.startswith("source") else tgt["index"]
-                mixed = s.delta * bank[index] + (1 - s.delta) * new[key]
-                bank[index] = F.normalize(mixed, dim=1)
+        self.update_banks(src["index"], tgt["index"], new)
         mark and mark("banks")
         return {"total": total.detach(), **{k: v.detach() for k, v in out.items()}}
 
