@@ -98,6 +98,8 @@ def study_plan(info: StudyInfo) -> StudyPlan | None:
         data = {}
     methods = _names(data.get("methods", meta.get("methods")))
     pairs = _names(data.get("pairs", meta.get("pairs")))
+    if "all" in pairs:  # a hand-written spec.yaml; study.json lists the pairs themselves
+        pairs = _names(meta.get("pairs"))
     benchmarks = _names(data.get("benchmark", meta.get("benchmarks")))
     if not (methods and pairs and benchmarks) or "all" in pairs:
         return None
