@@ -518,7 +518,7 @@ def profile_per_op(steps: dict[str, Step], batches, first: int, count: int) -> d
     for event in prof.events():
         if not event.name.startswith("side:"):
             continue
-        side, ms = event.name[5:], {}
+        side, ms = event.name[5:], {"(whole step, range total)": event.cpu_time_total / 1000.0}
         pending = list(event.cpu_children)
         while pending:
             child = pending.pop()
@@ -530,7 +530,10 @@ def profile_per_op(steps: dict[str, Step], batches, first: int, count: int) -> d
     for side, rows in per_step.items():
         names = {op for row in rows for op in row}
         table[side] = {
-            op: (statistics.median(row.get(op, 0.0) for row in rows), calls[side][op] / len(rows))
+            op: (
+                statistics.median(row.get(op, 0.0) for row in rows),
+                calls[side].get(op, 0) / len(rows),
+            )
             for op in names
         }
     return table
@@ -538,13 +541,18 @@ def profile_per_op(steps: dict[str, Step], batches, first: int, count: int) -> d
 
 def print_profile(steps: dict[str, Step], batches, first: int, count: int, rows: int) -> None:
     table = profile_per_op(steps, batches, first, count)
+    whole = "(whole step, range total)"
+    step = {side: ops.pop(whole)[0] for side, ops in table.items()}
     ours, theirs = table["project"], table["peer"]
     total = {side: sum(ms for ms, _ in ops.values()) for side, ops in table.items()}
     calls = {side: sum(n for _, n in ops.values()) for side, ops in table.items()}
     print(
-        f"\nprofile, {count} interleaved steps per side (medians of self CPU ms per step, "
-        f"profiler overhead included): project {total['project']:.2f} ms, "
-        f"{calls['project']:.0f} op calls; peer {total['peer']:.2f} ms, {calls['peer']:.0f} op calls"
+        f"\nprofile, {count} interleaved steps per side (medians of CPU ms per step, profiler "
+        f"overhead included): project {step['project']:.2f}, peer {step['peer']:.2f}; in "
+        f"operators (self time) project {total['project']:.2f} ({calls['project']:.0f} calls), "
+        f"peer {total['peer']:.2f} ({calls['peer']:.0f} calls); outside operators (Python, "
+        f"autograd bookkeeping) project {step['project'] - total['project']:.2f}, "
+        f"peer {step['peer'] - total['peer']:.2f}"
     )
     print(f"{'operator':<40} {'project':>8} {'peer':>8} {'diff':>8} {'calls':>9}")
     ranked = sorted(
@@ -600,10 +608,13 @@ def main() -> None:
         "peer": lambda s, t, i, mark=None: peer.step(s, t, mark),
     }
     flops = {name: step_flops(step, *batches[0], 0) for name, step in steps.items()}
+    peak_before, _ = matmul_peak_gflops()
     start = time.perf_counter()
     times = interleaved_cpu_ms(steps, batches, args.steps, args.warmup)
     wall = time.perf_counter() - start
-    peak, peak_median = matmul_peak_gflops()
+    peak_after, peak_median = matmul_peak_gflops()
+    # the core's speed drifts with the machine's load: the higher of two measurements
+    peak = max(peak_before, peak_after)
     median = {name: statistics.median(timing.total) for name, timing in times.items()}
     ratio = median["project"] / median["peer"]
     # the ratio in five interleaved sub-samples of the run: its spread under the machine's load
@@ -625,7 +636,10 @@ def main() -> None:
     print(
         f"  project / peer: {ratio:.3f}x (sub-samples: {', '.join(f'{r:.3f}' for r in subsamples)})"
     )
-    print(f"  matmul peak (2048^3 float32): {peak:.1f} GFLOP/s best, {peak_median:.1f} median")
+    print(
+        f"  matmul peak (2048^3 float32, best of 7): {peak_before:.1f} GFLOP/s before the "
+        f"steps, {peak_after:.1f} after (median {peak_median:.1f}); fractions use {peak:.1f}"
+    )
     print("  phases, median CPU ms per step (project / peer, difference):")
     for phase, ours in times["project"].phases.items():
         a, b = statistics.median(ours), statistics.median(times["peer"].phases[phase])

@@ -19,19 +19,36 @@ Pieces (project code / peer code):
 * bank updates: ``after_step`` / ``PeerCMCo.update_banks``
 * loss log: ``LossAccumulator.add`` / the peer's stack and sum
 
-    python benchmarks/peer_step_parts.py [--repeats 400]
+``--suggested`` measures a change suggested for cmcl without making it: the
+cross-domain loss's ``per_anchor`` without the all-true row mask when every
+bank row is valid (see :func:`lean_cross_domain`), swapped in for the calls of
+one of two project trainers only; it checks the values still equal the peer's
+and times whole steps of project, project with the change, and peer, interleaved.
+
+    python benchmarks/peer_step_parts.py [--repeats 400] [--suggested --steps 600]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
-from peer_step import MODALITIES, Sizes, build_project, peer_from_project, random_batches
+from peer_step import (
+    MODALITIES,
+    Sizes,
+    build_project,
+    compare_one_step,
+    interleaved_cpu_ms,
+    peer_from_project,
+    project_step,
+    random_batches,
+)
 
+from cmcl.losses.cross_domain import _MASKED, AnchorLosses, CrossDomainContrastiveLoss
 from cmcl.methods.base import ADAPT, StepContext, StepResult
 from cmcl.models.two_stream import StreamOutput
 
@@ -112,10 +129,68 @@ def pieces(sizes: Sizes) -> dict[str, tuple]:
     }
 
 
+_PER_ANCHOR = CrossDomainContrastiveLoss.per_anchor
+
+
+def lean_cross_domain(
+    self, anchors, bank, bank_labels, pseudo_labels, confident, *, valid=None
+) -> AnchorLosses:
+    """Suggested ``CrossDomainContrastiveLoss.per_anchor`` (float32 inputs): with every bank
+    row valid, no (N, K) mask of valid rows (no masked_fill of the whole row, no ``where``
+    with it), and which anchors have a positive from ``isin`` instead of ``any`` over (N, K)."""
+    if valid is not None:
+        return _PER_ANCHOR(self, anchors, bank, bank_labels, pseudo_labels, confident, valid=valid)
+    used = confident & torch.isin(pseudo_labels, bank_labels)
+    # an unused anchor takes its whole row as "positives": loss 0, finite gradient
+    positives = (pseudo_labels.unsqueeze(1) == bank_labels.unsqueeze(0)) | ~used.unsqueeze(1)
+    logits = anchors @ bank.t() / self.tau
+    pos = logits.masked_fill(~positives, _MASKED).logsumexp(dim=1)
+    return AnchorLosses(losses=logits.logsumexp(dim=1) - pos, used=used)
+
+
+@contextlib.contextmanager
+def suggested_changes():
+    CrossDomainContrastiveLoss.per_anchor = lean_cross_domain
+    try:
+        yield
+    finally:
+        CrossDomainContrastiveLoss.per_anchor = _PER_ANCHOR
+
+
+def time_suggested(steps: int, warmup: int) -> None:
+    sizes = Sizes()
+    with suggested_changes():
+        check = compare_one_step(sizes, threshold=0.3)
+    print(
+        f"\nwith the suggested change, one step against the peer (T=0.3, "
+        f"{check.confident}/{sizes.batch} confident): losses {check.loss_rel:.1e}, "
+        f"gradients {check.grad_rel:.1e}, parameters {check.param_rel:.1e}, banks {check.bank_rel:.1e}"
+    )
+    trainer, changed = build_project(sizes), build_project(sizes)
+    peer = peer_from_project(trainer)
+
+    def project_changed(s, t, i, mark=None):
+        with suggested_changes():
+            return project_step(changed, s, t, i, mark)
+
+    sides = {
+        "project": lambda s, t, i, mark=None: project_step(trainer, s, t, i, mark),
+        "project, suggested": project_changed,
+        "peer": lambda s, t, i, mark=None: peer.step(s, t, mark),
+    }
+    times = interleaved_cpu_ms(sides, random_batches(sizes, 64), steps, warmup)
+    median = {name: statistics.median(timing.total) for name, timing in times.items()}
+    print(f"whole steps, interleaved, {steps} per side (median CPU ms per step, ratio to peer):")
+    for name, value in median.items():
+        print(f"  {name:<20} {value:7.2f}  {value / median['peer']:.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--suggested", action="store_true", help="also time the suggested change")
+    parser.add_argument("--steps", type=int, default=600, help="steps per side with --suggested")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.repeats} repeats")
@@ -134,6 +209,8 @@ def main() -> None:
         total += a - b
         print(f"{name:<16} {a:9.3f} {b:9.3f} {a - b:+9.3f}")
     print(f"{'sum of the differences':<36} {total:+9.3f}")
+    if args.suggested:
+        time_suggested(args.steps, warmup=20)
 
 
 if __name__ == "__main__":
