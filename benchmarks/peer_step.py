@@ -74,7 +74,9 @@ class PeerSettings:
 class PeerModel(nn.Module):
     """Per modality Linear -> BN -> ReLU -> dropout -> Linear; shared projection head."""
 
-    def __init__(self, *, in_dim: int, dim: int, classes: int, hidden: int, proj: int) -> None:
+    def __init__(
+        self, *, in_dim: int, dim: int, classes: int, hidden: int, proj: int, dropout: float = 0.5
+    ) -> None:
         super().__init__()
         self.backbone = nn.ModuleDict(
             {
@@ -83,7 +85,7 @@ class PeerModel(nn.Module):
             }
         )
         self.classifier = nn.ModuleDict({k: nn.Linear(dim, classes) for k in MODALITIES})
-        self.drop = nn.Dropout(0.5)
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, proj))
 
 
@@ -91,7 +93,8 @@ class PeerCMCo:
     """cmco's adaptation step: L = CE + lam * (L_mo^s + L_mo^t + L_do^rgb + L_do^flow).
 
     ``banks``: unit rows keyed ``{domain}_{modality}_{z|f}`` (z: projected, for the
-    cross-modal term; f: normalised features of the source, for the cross-domain term).
+    cross-modal term; f: normalised features of the source, for the cross-domain term),
+    every row written by the initialisation pass (so no masks of unwritten rows).
     """
 
     def __init__(self, model: PeerModel, banks: dict, source_labels: torch.Tensor, s: PeerSettings):
@@ -328,6 +331,7 @@ def peer_from_project(trainer) -> PeerCMCo:
         classes=model.num_classes,
         hidden=model.head.net[0].out_features,
         proj=model.proj_dim,
+        dropout=model.streams["rgb"].dropout.p,
     )
     peer_model.load_state_dict({_peer_key(k): v.clone() for k, v in model.state_dict().items()})
     peer_model.train()
