@@ -3,15 +3,16 @@
 Reading a loss value on the host (``.item()``, ``.tolist()``, a finiteness
 check in Python) makes the host wait until the device has finished every
 queued kernel; for a feature-mode step, well under a millisecond of GPU work,
-that wait would be the step. The trainer instead adds each step's loss terms
-into float64 sums on the device, records on the device the first step at
-which each term was not finite, and reads everything back in one transfer
-every ``train.log_every`` steps and before each evaluation. A non-finite loss
-still ends the run, naming the term, its value and the exact step.
+that wait would be the step. The trainer instead keeps each step's loss terms
+on the device (one stacked row per step) and reads them back in one transfer
+every ``train.log_every`` steps and before each evaluation; the float64 sums
+and the first step at which each term was not finite are found then. A
+non-finite loss still ends the run, naming the term, its value and the exact step.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -29,8 +30,18 @@ class LossReading(NamedTuple):
     """(term, value, stage, step) of the earliest non-finite value on any worker, else None."""
 
 
+_BLOCK = 256
+"""Pending rows are stacked into one tensor every this many steps (few objects for a long
+interval between reads)."""
+
+
 class LossAccumulator:
-    """Sums of named scalar losses on their device; :meth:`read` is the only host read."""
+    """Named scalar losses kept on their device; :meth:`read` is the only host read.
+
+    Each step costs one operation, a stack of its values into a row; the sums
+    (float64, added step by step in order, as a running device sum would be) and
+    the search for the first non-finite value run on the host at the read.
+    """
 
     def __init__(self) -> None:
         self._clear()
@@ -39,9 +50,9 @@ class LossAccumulator:
         self.names: tuple[str, ...] = ()
         self.stage = ""
         self.steps = 0
-        self.sums: torch.Tensor | None = None
-        self.first_bad: torch.Tensor | None = None
-        self.bad_value: torch.Tensor | None = None
+        self.step_numbers: list[int] = []
+        self.rows: list[torch.Tensor] = []
+        self.blocks: list[torch.Tensor] = []
 
     def add(self, losses: dict[str, torch.Tensor], *, stage: str, step: int) -> LossReading | None:
         """Add one step's values (``step`` counted from 1); the terms must not change between
@@ -50,16 +61,14 @@ class LossAccumulator:
         earlier = None
         if self.steps and (names != self.names or stage != self.stage):
             earlier = self.read()
-        values = torch.stack([v.detach() for v in losses.values()]).double()
-        if self.sums is None:
+        if not self.steps:
             self.names, self.stage = names, stage
-            self.sums = torch.zeros_like(values)
-            self.first_bad = torch.full_like(values, -1.0)
-            self.bad_value = torch.zeros_like(values)
-        self.sums = self.sums + values
-        fresh = ~torch.isfinite(values) & (self.first_bad < 0)
-        self.first_bad = torch.where(fresh, float(step), self.first_bad)
-        self.bad_value = torch.where(fresh, values, self.bad_value)
+        with torch.no_grad():  # a row without a graph: nothing of the step is kept alive
+            self.rows.append(torch.stack(list(losses.values())))
+            if len(self.rows) == _BLOCK:
+                self.blocks.append(torch.stack(self.rows))
+                self.rows = []
+        self.step_numbers.append(step)
         self.steps += 1
         return earlier
 
@@ -68,17 +77,25 @@ class LossAccumulator:
         same steps); None if nothing is pending. Resets the sums."""
         if not self.steps:
             return None
-        assert self.sums is not None and self.first_bad is not None and self.bad_value is not None
-        local = torch.cat([self.sums, self.first_bad, self.bad_value]).unsqueeze(0)
-        rows = dist.all_gather_cat(local).tolist()
+        pending = self.blocks + ([torch.stack(self.rows)] if self.rows else [])
+        local = torch.cat(pending).double().flatten().unsqueeze(0)
+        workers = dist.all_gather_cat(local).tolist()
         count = len(self.names)
-        sums = {name: sum(row[i] for row in rows) / len(rows) for i, name in enumerate(self.names)}
-        bad = [
-            (row[count + i], i, row[2 * count + i])
-            for row in rows
-            for i in range(count)
-            if row[count + i] >= 0
-        ]
+        totals, bad = [], []
+        for values in workers:
+            sums = [0.0] * count
+            seen = [False] * count
+            for row, step in enumerate(self.step_numbers):
+                for i in range(count):
+                    value = values[row * count + i]
+                    sums[i] += value
+                    if not seen[i] and not math.isfinite(value):
+                        seen[i] = True
+                        bad.append((float(step), i, value))
+            totals.append(sums)
+        sums = {
+            name: sum(row[i] for row in totals) / len(totals) for i, name in enumerate(self.names)
+        }
         non_finite = None
         if bad:
             step, term, value = min(bad)

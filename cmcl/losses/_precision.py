@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -20,17 +21,14 @@ import torch
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_HALF = (torch.float16, torch.bfloat16)
+
 
 def at_least_float32(value: Any) -> Any:
     """A half-precision tensor as float32; anything else unchanged."""
-    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+    if isinstance(value, torch.Tensor) and value.dtype in _HALF:
         return value.float()
     return value
-
-
-def _device_types(args: tuple, kwargs: dict) -> set[str]:
-    types = {v.device.type for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)}
-    return types or {"cpu"}
 
 
 def float32_compute(function: F) -> F:
@@ -38,13 +36,23 @@ def float32_compute(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        args = tuple(at_least_float32(a) for a in args)
-        kwargs = {k: at_least_float32(v) for k, v in kwargs.items()}
-        devices = _device_types(args, kwargs)
+        # One pass over the arguments, and no context managers when nothing needs
+        # them: a training step calls these entry points a dozen times.
+        devices: set[str] = set()
+        half = False
+        for value in itertools.chain(args, kwargs.values()):
+            if isinstance(value, torch.Tensor):
+                devices.add(value.device.type)
+                half = half or value.dtype in _HALF
+        if half:
+            args = tuple(at_least_float32(a) for a in args)
+            kwargs = {k: at_least_float32(v) for k, v in kwargs.items()}
+        enclosing = [d for d in devices or ("cpu",) if torch.is_autocast_enabled(d)]
+        if not enclosing:
+            return function(*args, **kwargs)
         with contextlib.ExitStack() as stack:
-            for device in devices:
-                if torch.is_autocast_enabled(device):
-                    stack.enter_context(torch.autocast(device_type=device, enabled=False))
+            for device in enclosing:
+                stack.enter_context(torch.autocast(device_type=device, enabled=False))
             return function(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -70,6 +70,9 @@ class CrossModalContrastiveLoss(nn.Module):
         valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The unreduced losses, shape (N,), every anchor's (see :meth:`used_anchors`)."""
+        return self._per_anchor(anchors, bank, positive_index, positive, valid)
+
+    def _per_anchor(self, anchors, bank, positive_index, positive, valid):
         check_matrix("anchors", anchors)
         check_matrix("bank", bank, anchors.shape[1])
         check_vector("positive_index", positive_index, anchors.shape[0])
@@ -78,12 +81,17 @@ class CrossModalContrastiveLoss(nn.Module):
                 f"positive_index must be an integer tensor, got {positive_index.dtype}"
             )
         dtype = torch.promote_types(anchors.dtype, bank.dtype)
-        anchors, bank = anchors.to(dtype), bank.to(dtype)
+        # Skip no-op conversions: each is a dispatched call, and this runs every step.
+        anchors = anchors if anchors.dtype == dtype else anchors.to(dtype)
+        bank = bank if bank.dtype == dtype else bank.to(dtype)
         logits = anchors @ bank.t() / self.tau
         # gather/scatter rather than logits[rows, index]: an index out of range is
         # an error of the op itself (a device-side assertion on CUDA) instead of a
         # range check that reads the indices back, and a negative one never wraps.
-        column = positive_index.long().unsqueeze(1)
+        long_index = (
+            positive_index if positive_index.dtype == torch.int64 else positive_index.long()
+        )
+        column = long_index.unsqueeze(1)
         try:
             bank_positive = logits.gather(1, column).squeeze(1)
         except RuntimeError as error:
@@ -96,7 +104,8 @@ class CrossModalContrastiveLoss(nn.Module):
                 raise ValueError(
                     f"positive must have shape {tuple(anchors.shape)}, got {tuple(positive.shape)}"
                 )
-            positive_logit = (anchors * positive.to(dtype)).sum(dim=1) / self.tau
+            positive = positive if positive.dtype == dtype else positive.to(dtype)
+            positive_logit = (anchors * positive).sum(dim=1) / self.tau
             # The bank row of the positive is a stale copy of the same segment: replace it.
             logits = logits.scatter(1, column, positive_logit.unsqueeze(1))
         else:
@@ -120,7 +129,7 @@ class CrossModalContrastiveLoss(nn.Module):
         positive: torch.Tensor | None = None,
         valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        losses = self.per_anchor(anchors, bank, positive_index, positive=positive, valid=valid)
+        losses = self._per_anchor(anchors, bank, positive_index, positive, valid)
         if losses.numel() == 0:
             return zero_with_graph(anchors)
         if valid is None or positive is not None:

@@ -27,6 +27,10 @@ class PseudoLabels(NamedTuple):
 @float32_compute
 def confident_pseudo_labels(logits: torch.Tensor, threshold: float) -> PseudoLabels:
     """``confident = max softmax >= threshold`` (a probability equal to T counts), computed in float32."""
+    return _confident_pseudo_labels(logits, threshold)
+
+
+def _confident_pseudo_labels(logits: torch.Tensor, threshold: float) -> PseudoLabels:
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold T must be in (0, 1], got {threshold}")
     check_matrix("logits", logits)
@@ -66,14 +70,17 @@ class PseudoLabelLoss(nn.Module):
 
     @float32_compute
     def per_sample(self, logits: torch.Tensor) -> PseudoLabelLosses:
+        return self._per_sample(logits)
+
+    def _per_sample(self, logits: torch.Tensor) -> PseudoLabelLosses:
         # Every row, then weights: boolean indexing would read the mask back to the host.
-        pseudo = confident_pseudo_labels(logits, self.threshold)
+        pseudo = _confident_pseudo_labels(logits, self.threshold)
         losses = F.cross_entropy(logits, pseudo.label, reduction="none")
         return PseudoLabelLosses(losses=losses, used=pseudo.confident)
 
     @float32_compute
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        result = self.per_sample(logits)
+        result = self._per_sample(logits)
         if result.losses.numel() == 0:
             return zero_with_graph(logits)
         used = result.used.to(result.losses.dtype)

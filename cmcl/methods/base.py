@@ -63,7 +63,14 @@ class StepResult:
     state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def total(self) -> torch.Tensor:
-        return sum(self.weights[name] * value for name, value in self.losses.items())
+        # Left to right as sum() would, without its "0 +" and without multiplying by a
+        # weight of 1: both exact, so the same value with two to six fewer autograd nodes.
+        total = None
+        for name, value in self.losses.items():
+            weight = self.weights[name]
+            term = value if isinstance(weight, int | float) and weight == 1 else weight * value
+            total = term if total is None else total + term
+        return 0 if total is None else total
 
 
 class Method(nn.Module):
@@ -144,5 +151,9 @@ def global_weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.T
         losses: (N,) every local row's loss, finite; weights: (N,) 0/1; output: scalar
     """
     weights = weights.to(losses.dtype)
-    count = dist.all_reduce_sum(weights.sum().detach())
-    return (losses * weights).sum() * dist.world_size() / count.clamp_min(1.0)
+    count = weights.sum().detach()
+    world = dist.world_size()
+    if world == 1:  # no collective, and no "* 1" (exact) in the graph
+        return (losses * weights).sum() / count.clamp_min(1.0)
+    count = dist.all_reduce_sum(count)
+    return (losses * weights).sum() * world / count.clamp_min(1.0)

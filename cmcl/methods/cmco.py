@@ -93,7 +93,7 @@ class CrossModalContrastive(Method):
         """
         vectors: dict[str, dict[str, torch.Tensor]] = {d: {} for d in outputs}
         keys = [(d, m) for d in outputs for m in MODALITIES]
-        features = [outputs[d].features[m].float() for d, m in keys]
+        features = [_float32(outputs[d].features[m]) for d, m in keys]
         for (domain, modality), f in zip(keys, features, strict=True):
             vectors[domain][f"{modality}_f"] = F.normalize(f, dim=1)
         if self.uses_head:
@@ -124,20 +124,33 @@ class CrossModalContrastive(Method):
                 used = self.modality_loss.used_anchors(index, positive=positive, valid=valid)
                 term = global_weighted_mean(losses, used)
             per_direction.append(term)
-        return sum(per_direction) / len(per_direction)
+        # sum(..., start=first): no "0 +" operation (and autograd node) in front.
+        return sum(per_direction[1:], per_direction[0]) / len(per_direction)
 
-    def _domain_term(self, vectors: dict[str, torch.Tensor], fused: torch.Tensor, modality: str):
+    def _domain_terms(self, vectors: dict[str, torch.Tensor], fused: torch.Tensor):
+        """L_do per modality; the pseudo-labels, and the masks of banks with the same valid
+        rows (all of them once written), are made once per step, not once per modality."""
         pseudo, _, confident = confident_pseudo_labels(fused, self.config.threshold)
         space = self.domain_space
-        bank = self.banks[f"source_{modality}_{space}"]
-        valid = None if bank.fully_written else bank.written
-        anchors = vectors[f"{modality}_{space}"]
-        args = (anchors, bank.memory, self.source_labels, pseudo, confident)
-        if self.config.cross_domain_form == "batch":
-            return _global_batch_form(self.domain_loss.batch_terms(*args, valid=valid), anchors)
-        result = self.domain_loss.per_anchor(*args, valid=valid)
-        # Mean over the confident anchors of the whole global batch.
-        return global_weighted_mean(result.losses, result.used)
+        terms, masks = {}, {}
+        for modality in MODALITIES:
+            bank = self.banks[f"source_{modality}_{space}"]
+            valid = None if bank.fully_written else bank.written
+            anchors = vectors[f"{modality}_{space}"]
+            if self.config.cross_domain_form == "batch":
+                args = (anchors, bank.memory, self.source_labels, pseudo, confident)
+                batch = self.domain_loss.batch_terms(*args, valid=valid)
+                terms[f"do_{modality}"] = _global_batch_form(batch, anchors)
+                continue
+            shared = None if valid is None else modality
+            if shared not in masks:
+                masks[shared] = self.domain_loss.anchor_masks(
+                    self.source_labels, pseudo, confident, valid=valid
+                )
+            result = self.domain_loss.masked_per_anchor(anchors, bank.memory, masks[shared])
+            # Mean over the confident anchors of the whole global batch.
+            terms[f"do_{modality}"] = global_weighted_mean(result.losses, result.used)
+        return terms
 
     def adaptation_losses(
         self, source: dict, target: dict | None, out_s: StreamOutput, ctx: StepContext
@@ -159,15 +172,13 @@ class CrossModalContrastive(Method):
                 )
                 weights[f"mo_{domain}"] = self.config.lam
         if self.use_domain:
-            for modality in MODALITIES:
-                losses[f"do_{modality}"] = self._domain_term(
-                    vectors["target"], out_t.fused, modality
-                )
-                weights[f"do_{modality}"] = self.config.lam
+            for name, term in self._domain_terms(vectors["target"], out_t.fused).items():
+                losses[name] = term
+                weights[name] = self.config.lam
         state = {"source_index": source["index"], "target_index": target["index"]}
-        for domain in DOMAINS:
-            for key, value in vectors[domain].items():
-                state[f"{domain}_{key}"] = value.detach()
+        for key in self.banks:
+            domain, vector = key.split("_", 1)
+            state[key] = vectors[domain][vector].detach()
         return StepResult(losses=losses, weights=weights, state=state)
 
     @torch.no_grad()
@@ -227,6 +238,11 @@ def _global_batch_form(terms: BatchTerms, anchors: torch.Tensor) -> torch.Tensor
     return torch.where(
         total[0] < -1e29, zero, surrogate - surrogate.detach() + (total[1] - total[0])
     )
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    # .float() of a float32 tensor is a no-op, but still a dispatched call every step.
+    return tensor if tensor.dtype == torch.float32 else tensor.float()
 
 
 class CrossModalOnly(CrossModalContrastive):

@@ -80,8 +80,13 @@ class MemoryBank(nn.Module):
         if indices.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"bank indices must be an int64/int32 tensor, got {indices.dtype}")
         gather = self.gather if self.gather is not None else dist.all_gather_varlen
-        indices = indices.to(self.memory.device, torch.long)
-        features = features.detach().to(self.memory.device, self.memory.dtype)
+        memory = self.memory
+        # Convert only when needed: a no-op .to() is still a dispatched call, 12 a step.
+        if indices.dtype != torch.long or indices.device != memory.device:
+            indices = indices.to(memory.device, torch.long)
+        features = features.detach()
+        if features.dtype != memory.dtype or features.device != memory.device:
+            features = features.to(memory.device, memory.dtype)
         return gather(indices), gather(features)
 
     @torch.no_grad()
@@ -120,7 +125,8 @@ class MemoryBank(nn.Module):
         indices, features = self._gathered(indices, features)
         mixed = self.momentum * self._rows(indices) + (1 - self.momentum) * features
         self.memory.index_copy_(0, indices, F.normalize(mixed, dim=1))
-        self.written.index_fill_(0, indices, True)
+        if not self.fully_written:  # known on the host; once full, the fill changes nothing
+            self.written.index_fill_(0, indices, True)
 
     def extra_repr(self) -> str:
         return f"num_rows={self.num_rows}, dim={self.dim}, momentum={self.momentum}"
