@@ -14,6 +14,14 @@ Figures:
 and the ratios tuner/ideal and tuner/no-Ray, and the cost per trial.
 
     PYTHONPATH=. python benchmarks/tune_overhead.py [--trials 16] [--cpus 2] [--steps 60]
+
+``--study FILE`` measures a study file instead (e.g. a 3 methods x 3 seeds study
+on one pair, or the synthetic twin of Table 3), with ``--set KEY=VALUE`` settings
+for its runs: its wall time, Ray's start included, against the runs' own time
+divided by the slots (``--cpus``), the issue's measure of slots left idle:
+
+    PYTHONPATH=. python benchmarks/tune_overhead.py --study studies/quickstart.yaml \
+        --synthetic --set train.warmup_steps=150 --set train.steps=300
 """
 
 from __future__ import annotations
@@ -95,13 +103,72 @@ def own_time(study: Path) -> float:
     return sum(json.loads(p.read_text())["wall_s"] for p in (study / "runs").glob("*/summary.json"))
 
 
+def study_wall(args) -> None:
+    """A study file's wall time (Ray start included) against its runs' own time / slots."""
+    import ray
+    import yaml
+
+    from cmcl.ray.study import run_study
+    from cmcl.study.directory import create_study_dir
+    from cmcl.study.spec import parse_spec
+
+    data = yaml.safe_load(Path(args.study).read_text())
+    if args.synthetic:
+        data["benchmark"] = [f"synthetic-{b}" for b in _as_list(data["benchmark"])]
+        data["benchmark"] = (
+            data["benchmark"][0] if len(data["benchmark"]) == 1 else data["benchmark"]
+        )
+    settings = dict(data.get("settings") or {})
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
+    data["settings"] = settings
+    if args.seeds is not None:
+        data["seeds"] = args.seeds
+    if args.pairs:
+        data["pairs"] = args.pairs.split(",")
+    spec = parse_spec(data, source=args.study)
+    work = Path(tempfile.mkdtemp(prefix="tune-study-"))
+    os.environ.setdefault("RAY_TMPDIR", str(work / "ray"))
+    try:
+        start = time.perf_counter()
+        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        path = create_study_dir(spec, storage=work / "studies")
+        run_study(path, echo=False)
+        ray.shutdown()
+        wall = time.perf_counter() - start
+        own = own_time(path)
+        runs = len(list((path / "runs").glob("*/summary.json")))
+        resolved = json.loads((path / "study.json").read_text())["resolved"]
+        ideal = own / args.cpus
+        print(f"study {spec.name}: {runs} runs on {args.cpus} slots, plan {resolved}")
+        print(f"own time of the runs   {own:8.1f} s  (mean {own / max(1, runs):.1f} s per run)")
+        print(f"ideal (own / slots)    {ideal:8.1f} s")
+        print(f"wall, Ray start incl.  {wall:8.1f} s  ratio to ideal {wall / ideal:.3f}")
+        print(f"slot time per run beyond its own: {(wall * args.cpus - own) / runs:.2f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--cpus", type=int, default=2, help="private Ray CPUs = concurrency")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--study", help="a study file to time instead of the lambda grid")
+    parser.add_argument("--synthetic", action="store_true", help="its synthetic twin")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE run setting")
+    parser.add_argument("--seeds", type=int, help="override the study's seeds")
+    parser.add_argument("--pairs", help="override the study's pairs (comma-separated)")
     args = parser.parse_args()
+    if args.study:
+        study_wall(args)
+        return
 
     import ray
 

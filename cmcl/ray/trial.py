@@ -1,13 +1,15 @@
 """The Tune trial: one configuration, its runs (pairs x seeds), reported round by round.
 
-How a trial runs its runs, by its resources (cmcl/ray/study.py sizes them):
+How a trial runs its runs, by its resources (cmcl/study/directory.py plans them):
 
-* one worker per run, one run at a time: :func:`cmcl.study.execute.execute_run`
-  right here in the trial's process (no TorchTrainer, no extra process);
-* one worker per run, several at a time: a Ray task per run, each in its own
-  bundle of the trial's placement group, streaming its evaluations back;
+* one worker per run (``pool``): a Ray task per run, not captured by the
+  trial's placement group (which holds only a token for the trial's process),
+  so Ray starts it on any free slot of the cluster, whichever trial it belongs
+  to; it streams its evaluations back;
 * several workers per run: :func:`cmcl.ray.train.fit_distributed` (a Ray
-  Train TorchTrainer per run, one run after another).
+  Train TorchTrainer per run, one run after another);
+* studies planned before runs were pooled: one run at a time in the trial's
+  process, or a task per run in its own bundle of the trial's group.
 
 Every evaluation goes to :class:`~cmcl.study.aggregate.TrialProgress`, which
 turns complete rounds into ``ray.tune.report`` calls; the last report is the
@@ -78,6 +80,8 @@ def study_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
     threads = max(1, int(resources.cpus_per_worker))
     if resources.workers > 1:
         _run_distributed(jobs, sink, context)
+    elif context.get("pool"):
+        _run_parallel(jobs, sink, context["parallel_runs"], resources, threads, pool=True)
     elif context["parallel_runs"] <= 1 or len(jobs) == 1:
         for job in jobs:
             try:
@@ -114,11 +118,29 @@ def _remote_run(job: dict[str, Any], threads: int) -> Iterator[Event]:
         yield item
 
 
-def _run_parallel(jobs: list[RunJob], sink: Sink, parallel: int, resources, threads: int) -> None:
-    """Up to ``parallel`` runs at once, each in bundle 1..parallel of the trial's group."""
+def run_task_options(resources, *, pool: bool) -> dict[str, Any]:
+    """Ray options of one run's task: its CPUs and (a fraction of) a GPU; pooled runs are
+    not captured by the trial's placement group, so Ray queues them for any free slot."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    group = ray.util.get_current_placement_group()
+    options: dict[str, Any] = {
+        "num_cpus": resources.cpus_per_worker,
+        "num_gpus": resources.gpus_per_worker,
+    }
+    if pool:
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(None)
+    return options
+
+
+def _run_parallel(
+    jobs: list[RunJob], sink: Sink, parallel: int, resources, threads: int, *, pool: bool = False
+) -> None:
+    """Up to ``parallel`` runs submitted at once: ``pool``, as Ray tasks on any free slot of
+    the cluster (outside the trial's placement group, which holds only the trial's token);
+    otherwise each in bundle 1..parallel of the trial's group (studies planned before)."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    group = None if pool else ray.util.get_current_placement_group()
     pending = deque(jobs)
     free = list(range(1, parallel + 1))
     active: dict[Any, tuple[RunJob, int]] = {}
@@ -126,10 +148,7 @@ def _run_parallel(jobs: list[RunJob], sink: Sink, parallel: int, resources, thre
         while pending or active:
             while pending and free:
                 job, bundle = pending.popleft(), free.pop(0)
-                options: dict[str, Any] = {
-                    "num_cpus": resources.cpus_per_worker,
-                    "num_gpus": resources.gpus_per_worker,
-                }
+                options = run_task_options(resources, pool=pool)
                 if group is not None:
                     options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                         group, placement_group_bundle_index=bundle

@@ -47,6 +47,8 @@ def study_trainable(spec: StudySpec, study: Path, meta: dict[str, Any]):
         "study_dir": str(study),
         "run_overrides": meta.get("run_overrides", {}),
         "parallel_runs": meta["resolved"]["parallel_runs"],
+        # Studies planned before runs were pooled keep their trials' own bundles.
+        "pool": meta["resolved"].get("pool", False),
     }
     trainable = tune.with_parameters(study_trial, context=context)
     return tune.with_resources(trainable, trial_resources(meta["resolved"]))
@@ -189,7 +191,10 @@ def new_tuner(
             search_alg=search_alg,
             scheduler=_scheduler(spec, meta),
             trial_dirname_creator=trial_dirname,
-            reuse_actors=spec.resources.workers == 1,
+            # A stopped trial must take its runs down with it: Tune parks a reused actor's
+            # function instead of ending it, so pooled runs (tasks the trial owns) and Ray
+            # Train runs would train on; a new actor per trial ends them (owner death).
+            reuse_actors=spec.resources.workers == 1 and not meta["resolved"].get("pool", False),
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,

@@ -7,6 +7,7 @@ study.json, then hands it to the Ray driver; ``cmcl study resume`` and
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -118,7 +119,7 @@ def plan_resources(
     max_concurrent: int | None = None,
     overrides: RunOverrides | None = None,
 ) -> dict[str, Any]:
-    """How many runs of a trial run at once and how many trials at once, on ``cluster``.
+    """How many runs at once, how many trials at once, and what a trial reserves, on ``cluster``.
 
     A fraction of a GPU per worker (one-worker feature-mode runs) packs several
     runs on each GPU, counted as Ray counts (cmcl/study/resources.py).
@@ -130,14 +131,17 @@ def plan_resources(
             where a run needs a whole GPU).
 
     Returns ``{"parallel_runs", "max_concurrent", "runs_at_once", "per_run", "bundles",
-    "cluster"}``: ``runs_at_once`` is the study's runs at once (``parallel_runs`` x
-    the trials the cluster holds, at most ``max_concurrent``); ``per_run`` what one
-    run reserves; ``bundles`` the trial's placement group (first bundle: the trial
-    process).
+    "pool", "cluster"}``: ``parallel_runs`` is how many runs a trial has submitted at
+    a time (all of them unless ``resources.parallel_runs`` says fewer);
+    ``runs_at_once`` the study's runs at once (the slots, at most ``parallel_runs`` x
+    ``max_concurrent``); ``per_run`` what one run reserves; ``bundles`` the trial's
+    own placement group (a token: its process only waits on its runs); ``pool``
+    whether the runs are Ray tasks scheduled on the cluster's free slots (one-worker
+    runs) rather than run by the trial itself (Ray Train runs).
 
     Raises:
-        ValueError: resources no run can use (:func:`check_resources`), a cluster
-            that holds no run, or ``parallel_runs`` above the runs it holds.
+        ValueError: resources no run can use (:func:`check_resources`) or a cluster
+            that holds no run.
     """
     check_resources(spec, overrides)
     res = spec.resources
@@ -156,32 +160,31 @@ def plan_resources(
             f"the cluster has {have}"
         )
     runs = runs_per_trial(spec)
-    worker = {
-        "CPU": res.cpus_per_worker,
-        **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {}),
-    }
     if res.workers > 1:
-        parallel = 1
-        bundles = [dict(MEMORY_BUNDLE)]
+        # A Ray Train run sizes its own workers' placement group; a trial runs its
+        # runs one after another, so as many trials as the cluster holds runs.
+        parallel, pool = 1, False
+        default_concurrent = max(1, slots)
     else:
-        parallel = min(runs, res.parallel_runs or slots)
-        if parallel > slots:
-            raise ValueError(
-                f"resources.parallel_runs={res.parallel_runs}: a trial's runs side by side "
-                f"need {parallel} x ({need}); the cluster has {have}, which holds {slots} "
-                f"run(s) at once; use parallel_runs <= {slots}"
-            )
-        bundles = [worker] if parallel == 1 else [dict(MEMORY_BUNDLE)] + [worker] * parallel
+        # Runs, not trials, fill the slots: a trial reserves only a token for its own
+        # process and submits its runs as Ray tasks outside its placement group, so
+        # Ray starts a run, of whichever trial, as soon as a slot is free. Twice the
+        # trials the slots need keep a slots' worth of runs queued behind the running
+        # ones, so that when runs end together their slots refill at once while the
+        # ended trials' successors start (Tune takes seconds to start a trial).
+        parallel, pool = min(runs, res.parallel_runs or runs), True
+        default_concurrent = 2 * math.ceil(slots / parallel)
     concurrent = min(
-        max_concurrent or spec.max_concurrent or max(1, slots // parallel),
+        max_concurrent or spec.max_concurrent or default_concurrent,
         max(1, expected_trials(spec)),
     )
     return {
         "parallel_runs": parallel,
         "max_concurrent": concurrent,
-        "runs_at_once": parallel * min(concurrent, max(1, slots // parallel)),
+        "runs_at_once": min(slots, parallel * concurrent),
         "per_run": per_run,
-        "bundles": bundles,
+        "bundles": [dict(MEMORY_BUNDLE)],
+        "pool": pool,
         "cluster": dict(cluster),
     }
 

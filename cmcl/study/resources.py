@@ -131,6 +131,12 @@ def describe_plan(resolved: Mapping[str, Any]) -> str:
     """
     per_run = resolved["per_run"]
     each = " + ".join(f"{per_run[k]:g} {k}" for k in ("CPU", "GPU") if per_run.get(k))
+    if resolved.get("pool"):
+        return (
+            f"{resolved['runs_at_once']} run(s) at once on the cluster's free slots, from up "
+            f"to {resolved['max_concurrent']} trial(s) in flight ({resolved['parallel_runs']} "
+            f"run(s) each), each run {each}"
+        )
     return (
         f"{resolved['runs_at_once']} run(s) at once: {resolved['parallel_runs']} per trial x "
         f"up to {resolved['max_concurrent']} trial(s), each run {each}"

@@ -32,19 +32,20 @@ def with_resources(spec, **values):
 @pytest.mark.parametrize(
     ("gpus", "cluster", "seeds", "at_once", "parallel", "concurrent"),
     [
-        # One run per trial (per_pair objective, one seed): runs are trials.
-        (0.25, {"CPU": 16, "GPU": 1}, 1, 4, 1, 4),
-        (0.25, {"CPU": 2, "GPU": 1}, 1, 2, 1, 2),  # bound by CPUs
-        (0.5, {"CPU": 16, "GPU": 1}, 1, 2, 1, 2),
-        # Several seeds per trial: runs side by side within a trial, and trials.
-        (0.3, {"CPU": 8, "GPU": 2}, 3, 6, 3, 2),
-        (0.3, {"CPU": 16, "GPU": 1}, 3, 3, 3, 1),  # 3 x 0.3 = 0.9 fits one GPU
-        (0.25, {"CPU": 16, "GPU": 1}, 4, 4, 4, 1),  # 4 x 0.25 fills it exactly
-        (0.1, {"CPU": 16, "GPU": 1}, 10, 10, 10, 1),  # 10 x 0.1, float sums aside
-        (0.2, {"CPU": 32, "GPU": 2}, 5, 10, 5, 2),
+        # One run per trial (per_pair objective, one seed); 6 trials in the study.
+        (0.25, {"CPU": 16, "GPU": 1}, 1, 4, 1, 6),
+        (0.25, {"CPU": 2, "GPU": 1}, 1, 2, 1, 4),  # bound by CPUs
+        (0.5, {"CPU": 16, "GPU": 1}, 1, 2, 1, 4),
+        # Several seeds per trial: a trial submits all its runs; twice the trials
+        # the slots need are in flight, so a slots' worth of runs waits queued.
+        (0.3, {"CPU": 8, "GPU": 2}, 3, 6, 3, 4),
+        (0.3, {"CPU": 16, "GPU": 1}, 3, 3, 3, 2),  # 3 x 0.3 = 0.9 fits one GPU
+        (0.25, {"CPU": 16, "GPU": 1}, 4, 4, 4, 2),  # 4 x 0.25 fills it exactly
+        (0.1, {"CPU": 16, "GPU": 1}, 10, 10, 10, 2),  # 10 x 0.1, float sums aside
+        (0.2, {"CPU": 32, "GPU": 2}, 5, 10, 5, 4),
         # A 0.4 share never straddles two GPUs: two per GPU, 4 on two (not 5).
-        (0.4, {"CPU": 16, "GPU": 2}, 5, 4, 4, 1),
-        (1, {"CPU": 16, "GPU": 2}, 3, 2, 2, 1),
+        (0.4, {"CPU": 16, "GPU": 2}, 5, 4, 5, 2),
+        (1, {"CPU": 16, "GPU": 2}, 3, 2, 3, 2),
     ],
 )
 def test_fractional_gpus_pack_runs(gpus, cluster, seeds, at_once, parallel, concurrent):
@@ -56,9 +57,8 @@ def test_fractional_gpus_pack_runs(gpus, cluster, seeds, at_once, parallel, conc
     )
     worker = {"CPU": 1.0, "GPU": float(gpus)}
     assert plan["per_run"] == worker
-    expected = [worker] if parallel == 1 else [MEMORY_BUNDLE] + [worker] * parallel
-    assert plan["bundles"] == expected
-    # What the trials reserve together never exceeds the cluster.
+    assert plan["bundles"] == [MEMORY_BUNDLE]  # the trial's token; runs take the slots
+    # What the runs at once reserve together never exceeds the cluster.
     assert at_once * gpus <= cluster["GPU"] + 1e-9
     assert at_once <= cluster["CPU"]
 
@@ -76,21 +76,24 @@ def test_runs_held_counts_in_rays_units():
     assert runs_held({"CPU": 8}, workers=1, cpus_per_worker=1, gpus_per_worker=0.25) == 0
 
 
-def test_a_fraction_reaches_tunes_resource_request():
+def test_a_fraction_reaches_each_runs_resource_request():
+    from cmcl.ray.trial import run_task_options
     from cmcl.ray.tuner import trial_resources
 
-    one = trial_resources(plan_resources(spec_of(), {"CPU": 16, "GPU": 1}))
-    assert one.bundles == [{"CPU": 1.0, "GPU": 0.25}]
-    assert one.required_resources == {"CPU": 1.0, "GPU": 0.25}
-    side_by_side = trial_resources(plan_resources(spec_of(seeds=3), {"CPU": 16, "GPU": 1}))
-    assert side_by_side.bundles[1:] == [{"CPU": 1.0, "GPU": 0.25}] * 3
-    assert side_by_side.required_resources["GPU"] == pytest.approx(0.75)
+    spec = spec_of(seeds=3)
+    trial = trial_resources(plan_resources(spec, {"CPU": 16, "GPU": 1}))
+    assert trial.bundles == [MEMORY_BUNDLE]  # a trial holds no CPU or GPU itself
+    options = run_task_options(spec.resources, pool=True)
+    assert (options["num_cpus"], options["num_gpus"]) == (1.0, 0.25)
+    # Not captured by the trial's placement group: any free slot of the cluster.
+    assert options["scheduling_strategy"].placement_group is None
 
 
 def test_the_plan_line_says_what_runs_at_once():
     plan = plan_resources(spec_of(seeds=3), {"CPU": 8, "GPU": 2})
     assert describe_plan(plan) == (
-        "6 run(s) at once: 3 per trial x up to 2 trial(s), each run 1 CPU + 0.25 GPU"
+        "8 run(s) at once on the cluster's free slots, from up to 6 trial(s) in flight "
+        "(3 run(s) each), each run 1 CPU + 0.25 GPU"
     )
 
 
@@ -161,11 +164,11 @@ def test_whole_gpus_and_cpu_runs_are_unchanged():
     check_resources(spec_of({"gpus_per_worker": 1}, settings={"model.backbone": "i3d"}))
 
 
-def test_parallel_runs_above_what_the_cluster_holds_is_refused():
+def test_parallel_runs_above_what_the_cluster_holds_only_queue():
+    # Pooled runs wait in Ray's queue for a slot: no trial can be unplaceable.
     spec = spec_of({"parallel_runs": 5}, seeds=5)
-    with pytest.raises(ValueError, match=r"parallel_runs=5: .* holds 4 run\(s\) at once"):
-        plan_resources(spec, {"CPU": 16, "GPU": 1})
-    assert plan_resources(spec, {"CPU": 16, "GPU": 2})["parallel_runs"] == 5
+    plan = plan_resources(spec, {"CPU": 16, "GPU": 1})
+    assert (plan["parallel_runs"], plan["runs_at_once"]) == (5, 4)
 
 
 def test_a_refused_layout_fails_before_the_study_directory_or_ray(tmp_path):
