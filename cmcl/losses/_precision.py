@@ -31,6 +31,11 @@ def at_least_float32(value: Any) -> Any:
     return value
 
 
+def common_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.dtype:
+    """``torch.promote_types`` of two tensors' dtypes; equal dtypes without a dispatched call."""
+    return a.dtype if a.dtype == b.dtype else torch.promote_types(a.dtype, b.dtype)
+
+
 def float32_compute(function: F) -> F:
     """Run ``function`` with autocast disabled and half-precision tensor arguments as float32."""
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cmcl.losses._checks import check_mask, check_matrix, check_tau, check_vector, zero_with_graph
-from cmcl.losses._precision import float32_compute
+from cmcl.losses._precision import common_dtype, float32_compute
 
 FORMS = ("per_anchor", "batch")
 
@@ -164,7 +164,7 @@ class CrossDomainContrastiveLoss(nn.Module):
     def _anchor_losses(
         self, anchors: torch.Tensor, bank: torch.Tensor, masks: AnchorMasks
     ) -> AnchorLosses:
-        dtype = torch.promote_types(anchors.dtype, bank.dtype)
+        dtype = common_dtype(anchors, bank)
         # Skip no-op conversions: each is a dispatched call, and this runs every step.
         anchors = anchors if anchors.dtype == dtype else anchors.to(dtype)
         bank = bank if bank.dtype == dtype else bank.to(dtype)

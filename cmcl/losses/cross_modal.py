@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cmcl.losses._checks import check_mask, check_matrix, check_tau, check_vector, zero_with_graph
-from cmcl.losses._precision import float32_compute
+from cmcl.losses._precision import common_dtype, float32_compute
 
 
 class CrossModalContrastiveLoss(nn.Module):
@@ -80,7 +80,7 @@ class CrossModalContrastiveLoss(nn.Module):
             raise ValueError(
                 f"positive_index must be an integer tensor, got {positive_index.dtype}"
             )
-        dtype = torch.promote_types(anchors.dtype, bank.dtype)
+        dtype = common_dtype(anchors, bank)
         # Skip no-op conversions: each is a dispatched call, and this runs every step.
         anchors = anchors if anchors.dtype == dtype else anchors.to(dtype)
         bank = bank if bank.dtype == dtype else bank.to(dtype)

@@ -99,7 +99,8 @@ class Method(nn.Module):
 
     def forward(self, source: dict, target: dict | None, ctx: StepContext) -> StepResult:
         out_s = self.model(source["rgb"], source["flow"])
-        losses = {"src_ce": F.cross_entropy(out_s.fused.float(), source["label"])}
+        fused = out_s.fused if out_s.fused.dtype == torch.float32 else out_s.fused.float()
+        losses = {"src_ce": F.cross_entropy(fused, source["label"])}
         weights = {"src_ce": 1.0}
         if ctx.stage == ADAPT:
             extra = self.adaptation_losses(source, target, out_s, ctx)

@@ -84,7 +84,8 @@ class MemoryBank(nn.Module):
         # Convert only when needed: a no-op .to() is still a dispatched call, 12 a step.
         if indices.dtype != torch.long or indices.device != memory.device:
             indices = indices.to(memory.device, torch.long)
-        features = features.detach()
+        if features.requires_grad:
+            features = features.detach()
         if features.dtype != memory.dtype or features.device != memory.device:
             features = features.to(memory.device, memory.dtype)
         return gather(indices), gather(features)
