@@ -13,25 +13,18 @@ Pieces (project code / peer code):
 * embeddings: ``CrossModalContrastive._embeddings`` (z of the four groups and f of
   the four) / ``PeerCMCo.embed`` and f of the four
 * modality terms: ``_modality_term`` for both domains / ``PeerCMCo.modality_terms``
-* domain terms: ``_domain_term`` for both modalities / ``PeerCMCo.domain_terms``
+* domain terms: ``_domain_terms`` (both modalities) / ``PeerCMCo.domain_terms``
   (the peer normalises the target features there too, so that piece also
   carries two normalisations the project does in its embeddings)
 * bank updates: ``after_step`` / ``PeerCMCo.update_banks``
 * loss log: ``LossAccumulator.add`` / the peer's stack and sum
 
-``--suggested`` measures a change suggested for cmcl without making it: the
-cross-domain loss's ``per_anchor`` without the all-true row mask when every
-bank row is valid (see :func:`lean_cross_domain`), swapped in for the calls of
-one of two project trainers only; it checks the values still equal the peer's
-and times whole steps of project, project with the change, and peer, interleaved.
-
-    python benchmarks/peer_step_parts.py [--repeats 400] [--suggested --steps 600]
+    python benchmarks/peer_step_parts.py [--repeats 400]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 
@@ -41,19 +34,15 @@ from peer_step import (
     MODALITIES,
     Sizes,
     build_project,
-    compare_one_step,
-    interleaved_cpu_ms,
     peer_from_project,
-    project_step,
     random_batches,
 )
 
-from cmcl.losses.cross_domain import _MASKED, AnchorLosses, CrossDomainContrastiveLoss
 from cmcl.methods.base import ADAPT, StepContext, StepResult
 from cmcl.models.two_stream import StreamOutput
 
 
-def pieces(sizes: Sizes, *, suggested: bool = False) -> dict[str, tuple]:
+def pieces(sizes: Sizes) -> dict[str, tuple]:
     """name -> (project callable, peer callable), over one shared set of inputs."""
     trainer = build_project(sizes)
     peer = peer_from_project(trainer)
@@ -104,13 +93,6 @@ def pieces(sizes: Sizes, *, suggested: bool = False) -> dict[str, tuple]:
         for key in feats:
             F.normalize(feats[key], dim=1)
 
-    def domain_terms() -> list:
-        return [method._domain_term(vectors["target"], fused_t, k) for k in MODALITIES]
-
-    def domain_terms_suggested() -> list:
-        with suggested_changes():
-            return domain_terms()
-
     table = {
         "model forward": (
             lambda: (model(src["rgb"], src["flow"]), model(tgt["rgb"], tgt["flow"])),
@@ -124,89 +106,29 @@ def pieces(sizes: Sizes, *, suggested: bool = False) -> dict[str, tuple]:
             ],
             lambda: peer.modality_terms(z, src["index"], tgt["index"]),
         ),
-        "domain terms": (domain_terms, lambda: peer.domain_terms(feats, fused_t)),
+        "domain terms": (
+            lambda: method._domain_terms(vectors["target"], fused_t),
+            lambda: peer.domain_terms(feats, fused_t),
+        ),
         "bank updates": (
             lambda: method.after_step(result, ctx),
             lambda: peer.update_banks(src["index"], tgt["index"], new),
         ),
         "loss log": (project_log, peer_log),
     }
-    if suggested:
-        table["domain, suggested"] = (
-            domain_terms_suggested,
-            lambda: peer.domain_terms(feats, fused_t),
-        )
     return table
-
-
-_PER_ANCHOR = CrossDomainContrastiveLoss.per_anchor
-
-
-def lean_cross_domain(
-    self, anchors, bank, bank_labels, pseudo_labels, confident, *, valid=None
-) -> AnchorLosses:
-    """Suggested ``CrossDomainContrastiveLoss.per_anchor`` (float32 inputs): with every bank
-    row valid, no (N, K) mask of valid rows (no masked_fill of the whole row, no ``where``
-    with it), and which anchors have a positive from ``isin`` instead of ``any`` over (N, K)."""
-    if valid is not None:
-        return _PER_ANCHOR(self, anchors, bank, bank_labels, pseudo_labels, confident, valid=valid)
-    used = confident & torch.isin(pseudo_labels, bank_labels)
-    # an unused anchor takes its whole row as "positives": loss 0, finite gradient
-    positives = (pseudo_labels.unsqueeze(1) == bank_labels.unsqueeze(0)) | ~used.unsqueeze(1)
-    logits = anchors @ bank.t() / self.tau
-    pos = logits.masked_fill(~positives, _MASKED).logsumexp(dim=1)
-    return AnchorLosses(losses=logits.logsumexp(dim=1) - pos, used=used)
-
-
-@contextlib.contextmanager
-def suggested_changes():
-    CrossDomainContrastiveLoss.per_anchor = lean_cross_domain
-    try:
-        yield
-    finally:
-        CrossDomainContrastiveLoss.per_anchor = _PER_ANCHOR
-
-
-def time_suggested(steps: int, warmup: int) -> None:
-    sizes = Sizes()
-    with suggested_changes():
-        check = compare_one_step(sizes, threshold=0.3)
-    print(
-        f"\nwith the suggested change, one step against the peer (T=0.3, "
-        f"{check.confident}/{sizes.batch} confident): losses {check.loss_rel:.1e}, "
-        f"gradients {check.grad_rel:.1e}, parameters {check.param_rel:.1e}, banks {check.bank_rel:.1e}"
-    )
-    trainer, changed = build_project(sizes), build_project(sizes)
-    peer = peer_from_project(trainer)
-
-    def project_changed(s, t, i, mark=None):
-        with suggested_changes():
-            return project_step(changed, s, t, i, mark)
-
-    sides = {
-        "project": lambda s, t, i, mark=None: project_step(trainer, s, t, i, mark),
-        "project, suggested": project_changed,
-        "peer": lambda s, t, i, mark=None: peer.step(s, t, mark),
-    }
-    times = interleaved_cpu_ms(sides, random_batches(sizes, 64), steps, warmup)
-    median = {name: statistics.median(timing.total) for name, timing in times.items()}
-    print(f"whole steps, interleaved, {steps} per side (median CPU ms per step, ratio to peer):")
-    for name, value in median.items():
-        print(f"  {name:<20} {value:7.2f}  {value / median['peer']:.3f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--suggested", action="store_true", help="also time the suggested change")
-    parser.add_argument("--steps", type=int, default=600, help="steps per side with --suggested")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.repeats} repeats")
     print(f"{'piece':<16} {'project':>9} {'peer':>9} {'diff':>9}   (median CPU ms per step)")
     total = 0.0
-    for name, (ours, theirs) in pieces(Sizes(), suggested=args.suggested).items():
+    for name, (ours, theirs) in pieces(Sizes()).items():
         times: dict[str, list[float]] = {"project": [], "peer": []}
         sides = [("project", ours), ("peer", theirs)]
         for i in range(args.repeats + 10):
@@ -216,11 +138,9 @@ def main() -> None:
                 if i >= 10:
                     times[side].append(1000.0 * (time.process_time() - start))
         a, b = statistics.median(times["project"]), statistics.median(times["peer"])
-        total += a - b if name != "domain, suggested" else 0.0
+        total += a - b
         print(f"{name:<16} {a:9.3f} {b:9.3f} {a - b:+9.3f}")
-    print(f"{'sum of the differences (as is)':<36} {total:+9.3f}")
-    if args.suggested:
-        time_suggested(args.steps, warmup=20)
+    print(f"{'sum of the differences':<36} {total:+9.3f}")
 
 
 if __name__ == "__main__":
