@@ -499,3 +499,39 @@ def test_bad_tau_raises_value_error(tau):
 def test_bad_form_raises_value_error(form):
     with pytest.raises(ValueError, match="form"):
         CrossDomainContrastiveLoss(form=form)
+
+
+# ---------------------------------------------------------------- masks made once, shared
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+def test_shared_masks_give_per_anchor_bit_for_bit(with_valid):
+    # cmco makes one set of masks per step for its rgb and flow banks.
+    anchors, bank, bank_labels, pseudo, confident = random_case(11, 8, 40, 6, 5)
+    pseudo[1], confident[1] = 4, True  # class 4 may have no bank row: a confident anchor unused
+    bank_labels[bank_labels == 4] = 3
+    valid = None
+    if with_valid:
+        valid = torch.rand(40, generator=torch.Generator().manual_seed(2)) < 0.7
+    loss = CrossDomainContrastiveLoss(tau=0.1)
+    masks = loss.anchor_masks(bank_labels, pseudo, confident, valid=valid)
+    assert (masks.keep is None) == (valid is None)
+    got = loss.masked_per_anchor(anchors, bank, masks)
+    want = loss.per_anchor(anchors, bank, bank_labels, pseudo, confident, valid=valid)
+    assert not got.used[1] and torch.equal(got.used, want.used)
+    assert torch.equal(got.losses, want.losses)
+    assert got.losses[~got.used].abs().max() == 0  # the placeholder of an unused anchor
+
+
+def test_shared_masks_are_float32_under_autocast_and_checked_against_the_bank():
+    anchors, bank, bank_labels, pseudo, confident = random_case(12, 4, 9, 5, 3)
+    anchors, bank = anchors.float(), bank.float()
+    loss = CrossDomainContrastiveLoss(tau=0.1)
+    masks = loss.anchor_masks(bank_labels, pseudo, confident)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss.masked_per_anchor(anchors.bfloat16(), bank, masks)
+    want = loss.per_anchor(anchors.bfloat16().float(), bank, bank_labels, pseudo, confident)
+    assert got.losses.dtype == torch.float32
+    assert torch.equal(got.losses, want.losses)
+    with pytest.raises(ValueError, match="masks are for"):
+        loss.masked_per_anchor(anchors, bank[:5], masks)
