@@ -317,13 +317,17 @@ def study_status(directory):
 def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options: Any) -> None:
     """``function(target, ...)`` of cmcl.ray.study, then the status; errors become `Error:` lines."""
     from cmcl.ray.study import StudyFailedError
-    from cmcl.study.directory import StudyExistsError
+    from cmcl.study.directory import StudyExistsError, StudyFinishedError
     from cmcl.study.lease import StudyBusyError
     from cmcl.study.restart import StudyStateError
     from cmcl.study.status import format_status, study_status
 
     try:
         path = function(target, echo=not quiet, **options)
+    except StudyFinishedError as finished:
+        # Running a finished study again (the README's main job twice) is not an error.
+        click.echo(str(finished), err=True)
+        path = finished.path
     except StudyFailedError as error:
         click.echo(format_status(study_status(error.study)))
         _fail(str(error))

@@ -31,6 +31,14 @@ class StudyExistsError(FileExistsError):
     """The study directory exists; the message says whether to resume or rename."""
 
 
+class StudyFinishedError(StudyExistsError):
+    """The directory holds this very study and every trial of it has ended: nothing to run."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 def expected_trials(spec: StudySpec) -> int:
     return grid_trial_count(spec) if spec.searcher == "grid" else int(spec.trials or 0)
 
@@ -69,6 +77,7 @@ def create_study_dir(
     if (path / STUDY_FILE).exists() or (path / SPEC_FILE).exists():
         old_spec, old_meta = load_study_dir(path)
         if old_spec == spec and old_meta.get("run_overrides", {}) == options:
+            _refuse_finished(path)
             raise StudyExistsError(
                 f"{path} already holds this study; continue it with `cmcl study resume {path}`"
             )
@@ -103,6 +112,20 @@ def create_study_dir(
     }
     write_json(path / STUDY_FILE, meta)
     return path
+
+
+def _refuse_finished(path: Path) -> None:
+    """Raise :class:`StudyFinishedError` if every trial of the study at ``path`` has ended well."""
+    from cmcl.study.status import study_status
+
+    counts = study_status(path).counts
+    if counts["pending"] or counts["running"] or counts["errored"]:
+        return
+    raise StudyFinishedError(
+        f"{path} already holds this study, and every trial has ended: nothing to run "
+        f"(`cmcl report {path}` reads it; to run it again, move the directory away)",
+        path,
+    )
 
 
 def load_study_dir(path: str | Path) -> tuple[StudySpec, dict[str, Any]]:

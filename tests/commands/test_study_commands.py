@@ -43,6 +43,23 @@ def test_run_refuses_an_existing_study(tmp_path):
     assert "already holds this study" in result.output
 
 
+def test_running_a_finished_study_again_is_not_an_error(tmp_path):
+    """The README's main job run twice: the second `study run` finds nothing to do."""
+    from cmcl.study.records import new_record, write_trial_record
+
+    file = write(tmp_path / "s.yaml")
+    out = tmp_path / "out"
+    path = create_study_dir(parse_spec(yaml.safe_load(file.read_text())), storage=out)
+    plan = {"method": "cmco", "variant": None, "pairs": ["D2-D1"], "params": {}, "description": ""}
+    record = new_record("t0", plan=plan, runs=["t0-D2-D1-s0"])
+    record.update(state="done", value=50.0)
+    write_trial_record(path, record)
+    result = CliRunner().invoke(cli, ["study", "run", str(file), "--storage", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "every trial has ended: nothing to run" in result.output
+    assert "1 done" in result.output  # followed by the status
+
+
 def test_status_reads_files_only(tmp_path):
     path = create_study_dir(
         parse_spec(yaml.safe_load(write(tmp_path / "s.yaml").read_text())), storage=tmp_path

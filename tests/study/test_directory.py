@@ -244,3 +244,23 @@ def test_status_from_files(tmp_path):
 def test_status_needs_a_study(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a study directory"):
         study_status(tmp_path)
+
+
+def test_creating_a_study_that_exists_and_has_ended_says_there_is_nothing_to_run(tmp_path):
+    from cmcl.study.directory import StudyFinishedError
+
+    spec = spec_of()  # 4 trials
+    path = create_study_dir(spec, storage=tmp_path)
+    for i, state in enumerate(["done", "done", "stopped"]):
+        _record(path, f"t{i}", state, value=50.0)
+    with pytest.raises(StudyExistsError, match="cmcl study resume") as unfinished:
+        create_study_dir(spec, storage=tmp_path)  # one trial still pending
+    assert not isinstance(unfinished.value, StudyFinishedError)
+    _record(path, "t3", "errored", reason="ValueError: x")
+    with pytest.raises(StudyExistsError, match="cmcl study resume") as errored:
+        create_study_dir(spec, storage=tmp_path)
+    assert not isinstance(errored.value, StudyFinishedError)
+    _record(path, "t3", "done", value=51.0)
+    with pytest.raises(StudyFinishedError, match="nothing to run") as finished:
+        create_study_dir(spec, storage=tmp_path)
+    assert finished.value.path == path
