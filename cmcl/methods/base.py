@@ -139,22 +139,38 @@ class Method(nn.Module):
         """Called after each optimiser step with the step's result."""
 
 
-def global_weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def global_weights(used: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``used`` as weights of ``dtype`` and their count over ALL workers, clamped to 1 (detached):
+    the second argument of :func:`global_weighted_mean`, for terms that share one set of weights.
+
+    Shape:
+        used: (N,) bool or 0/1; output: (N,), scalar
+    """
+    weights = used.to(dtype)
+    count = weights.sum().detach()
+    if dist.world_size() > 1:
+        count = dist.all_reduce_sum(count)
+    return weights, count.clamp_min(1.0)
+
+
+def global_weighted_mean(
+    losses: torch.Tensor, weights: torch.Tensor, count: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean of ``losses`` over the rows of weight 1 of ALL workers, for DDP's gradient average.
 
     DDP averages gradients over workers, so the local weighted sum is scaled by
     world / global count; in one process this is the mean of the used rows.
     Masked arithmetic instead of boolean indexing, so the host reads no device
     value: with no row used anywhere the result is an attached 0 (finite losses
-    times zero weights over a count clamped to 1).
+    times zero weights over a count clamped to 1). ``count``: from
+    :func:`global_weights` (with its weights), made once for several terms.
 
     Shape:
         losses: (N,) every local row's loss, finite; weights: (N,) 0/1; output: scalar
     """
-    weights = weights.to(losses.dtype)
-    count = weights.sum().detach()
+    if count is None:
+        weights, count = global_weights(weights, losses.dtype)
     world = dist.world_size()
-    if world == 1:  # no collective, and no "* 1" (exact) in the graph
-        return (losses * weights).sum() / count.clamp_min(1.0)
-    count = dist.all_reduce_sum(count)
-    return (losses * weights).sum() * world / count.clamp_min(1.0)
+    total = (losses * weights).sum()
+    # In one process no "* 1" (exact) in the graph.
+    return total / count if world == 1 else total * world / count

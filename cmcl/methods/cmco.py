@@ -37,6 +37,7 @@ from cmcl.methods.base import (
     StepContext,
     StepResult,
     global_weighted_mean,
+    global_weights,
 )
 from cmcl.models.two_stream import MODALITIES, StreamOutput, TwoStreamModel
 from cmcl.modules import MemoryBank
@@ -132,7 +133,7 @@ class CrossModalContrastive(Method):
         rows (all of them once written), are made once per step, not once per modality."""
         pseudo, _, confident = confident_pseudo_labels(fused, self.config.threshold)
         space = self.domain_space
-        terms, masks = {}, {}
+        terms, masks, weights = {}, {}, {}
         for modality in MODALITIES:
             bank = self.banks[f"source_{modality}_{space}"]
             valid = None if bank.fully_written else bank.written
@@ -148,8 +149,10 @@ class CrossModalContrastive(Method):
                     self.source_labels, pseudo, confident, valid=valid
                 )
             result = self.domain_loss.masked_per_anchor(anchors, bank.memory, masks[shared])
+            if shared not in weights:
+                weights[shared] = global_weights(result.used, result.losses.dtype)
             # Mean over the confident anchors of the whole global batch.
-            terms[f"do_{modality}"] = global_weighted_mean(result.losses, result.used)
+            terms[f"do_{modality}"] = global_weighted_mean(result.losses, *weights[shared])
         return terms
 
     def adaptation_losses(
