@@ -44,7 +44,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from cmcl.config import RunConfig
 from cmcl.engine import NonFiniteLossError, NonFiniteMetricError, Reporter, fit
-from cmcl.engine.checkpoint import latest_checkpoint
+from cmcl.engine.checkpoint import CorruptCheckpointError, checkpoint_problem, latest_checkpoint
 from cmcl.engine.reporting import FAILURE_FILE, write_failure
 from cmcl.engine.resume import check_resume_settings, recorded_config
 from cmcl.ray.scaling import PLACEMENTS, check_scaling, missing_resources
@@ -119,6 +119,40 @@ def _local_copy(checkpoint: Checkpoint | None) -> Iterator[Path | None]:
         yield Path(path)
 
 
+@contextlib.contextmanager
+def _intact(
+    copied: Path | None, checkpoint: Checkpoint | None, run: RunLocation
+) -> Iterator[Path | None]:
+    """``copied`` if it is an intact checkpoint; else the newest intact older one of ``run``.
+
+    Ray restores its newest checkpoint whatever state its files are in; a damaged
+    one (a flipped bit, a truncated upload) is passed over, saying so, as the
+    in-process engine does (cmcl.engine.checkpoint.latest_checkpoint). Every rank
+    makes the same choice: they read the same files.
+    """
+    problem = None if copied is None else checkpoint_problem(copied)
+    if problem is None:
+        yield copied
+        return
+    assert checkpoint is not None
+    damaged = Path(checkpoint.path).name
+    for name in reversed(run.checkpoint_names()):
+        if name >= damaged:
+            continue
+        older = Checkpoint(f"{run.fs_path}/{CHECKPOINTS}/{name}", filesystem=run.fs)
+        with older.as_directory() as path:
+            if checkpoint_problem(Path(path)) is None:
+                log.warning(
+                    "%s; resuming from %s/%s/%s instead", problem, run.uri, CHECKPOINTS, name
+                )
+                yield Path(path)
+                return
+    raise CorruptCheckpointError(
+        f"{problem}, and {run.uri}/{CHECKPOINTS} holds no older intact checkpoint; "
+        "start the run again under another name"
+    )
+
+
 def _quiet_report_lines() -> None:
     """Silence Ray's per-report INFO line on this worker.
 
@@ -152,7 +186,9 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
     config = RunConfig.from_dict(payload["config"])
     location = RunLocation(payload["storage"], payload["name"]) if rank == 0 else None
     reporter = RayTrainReporter(location=location, scratch=scratch, progress=payload["progress"])
-    with _local_copy(ray.train.get_checkpoint()) as restored:
+    checkpoint = ray.train.get_checkpoint()
+    run = RunLocation(payload["storage"], payload["name"])
+    with _local_copy(checkpoint) as copied, _intact(copied, checkpoint, run) as restored:
         resume = str(restored) if restored is not None else payload["resume"]
         try:
             result = fit(config.replace({"out": str(scratch), "resume": resume}), reporter)

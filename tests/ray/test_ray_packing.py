@@ -74,5 +74,7 @@ def test_a_packed_study_runs_its_runs_side_by_side(fake_gpu_ray, tiny_store, tmp
     path = run_new_study(spec, storage=tmp_path, echo=False)
     resolved = read_json(path / "study.json")["resolved"]
     assert resolved["parallel_runs"] == 2 and resolved["runs_at_once"] == 2
-    assert resolved["bundles"][1:] == [{"CPU": 1.0, "GPU": 0.5}] * 2
+    # The trial holds a token; each run asks Ray for its CPU and half a GPU.
+    assert resolved["bundles"] == [{"memory": 1 << 20}] and resolved["pool"]
+    assert resolved["per_run"] == {"CPU": 1.0, "GPU": 0.5}
     assert [r["state"] for r in read_trial_records(path)] == ["done"]

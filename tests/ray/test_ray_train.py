@@ -198,3 +198,33 @@ def test_a_non_finite_loss_under_ray_train_records_why_in_the_run(
     for record in (storage / "run" / "failure.json", tmp_path / "out" / "failure.json"):
         failure = json.loads(record.read_text())
         assert failure["error"] == "NonFiniteLossError" and "warmup step 2" in failure["message"]
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_ray_checkpoint_is_passed_over_for_the_previous_one(
+    ray_instance, tiny_store, tmp_path
+):
+    config = _config(tiny_store, "cmco_per_anchor", **{"train.dump_features": 0})
+    storage = tmp_path / "storage"
+    summary = fit_distributed(config, workers=2, storage=str(storage), name="run")
+    newest = storage / "run" / "checkpoints" / "step_0000014" / "state.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped bit: torch.load would not notice
+    newest.write_bytes(bytes(data))
+    record = tmp_path / "record"
+    record.mkdir()
+    again = fit_distributed(
+        config,
+        workers=2,
+        storage=str(storage),
+        name="run",
+        train_loop=functools.partial(recording_loop, record_dir=str(record)),
+    )
+    # Ray hands over its newest checkpoint; the workers pass over it to step 10 (global
+    # step 10 = adaptation step 4) and train adaptation steps 5-8 again, on both ranks.
+    starts = read_records(record, "start")
+    assert {s["data"]["checkpoint"] for s in starts} == {"step_0000014"}
+    digests = [r["data"] for r in read_records(record, "digests")]
+    assert len(digests) == 2
+    assert all([d["step"] for d in rank] == [5, 6, 7, 8] for rank in digests)
+    _same_summary(summary, again)
