@@ -23,7 +23,7 @@ class AnchorLosses(NamedTuple):
 
 
 class AnchorMasks(NamedTuple):
-    """Which bank rows enter each anchor's log-sums (see :meth:`CrossDomainContrastiveLoss.anchor_masks`).
+    """Which bank rows enter each anchor's log-sums (made by ``anchor_masks``).
 
     Shape:
         outside: (N, K) bool, rows left out of the positive log-sum; used: (N,) bool;
