@@ -18,43 +18,15 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import numpy as np
 import torch
+from tune_overhead import write_store  # benchmarks/: the same small EPIC-like store
 
 from cmcl.config import RunConfig
-from cmcl.data.benchmarks import EPIC_CLASSES
-from cmcl.data.feature_store import write_meta, write_split
 from cmcl.engine import fit
 from cmcl.engine import trainer as trainer_module
 from cmcl.methods import METHODS
 
 READS = ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "nonzero")
-
-
-def tiny_store(root: Path, dim: int = 32) -> Path:
-    rng = np.random.default_rng(0)
-    for domain in ("D1", "D2", "D3"):
-        for split, n in (("train", 64), ("test", 32)):
-            labels = np.arange(n) % len(EPIC_CLASSES)
-            streams = {m: np.abs(rng.normal(size=(n, 3, dim))) for m in ("rgb", "flow")}
-            write_split(
-                root,
-                domain=domain,
-                split=split,
-                segment_ids=[f"{domain}-{split}-{i}" for i in range(n)],
-                labels=labels,
-                **streams,
-            )
-    write_meta(
-        root,
-        {
-            "benchmark": "synthetic-epic",
-            "class_names": list(EPIC_CLASSES),
-            "domains": ["D1", "D2", "D3"],
-            "feature_dim": dim,
-        },
-    )
-    return root
 
 
 class Counter:
@@ -94,7 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="adaptation steps (warm-up: half)")
     args = parser.parse_args()
     methods = sorted(METHODS) if args.methods == "all" else args.methods.split(",")
-    store = tiny_store(Path(tempfile.mkdtemp()))
+    store = write_store(Path(tempfile.mkdtemp()))
     counter = Counter()
     Trainer = trainer_module._Trainer
     steps = {"n": 0}
@@ -140,7 +112,7 @@ def main() -> None:
             "method": method,
             "T": 0.01,
             "data.features": str(store),
-            "model.feature_dim": 32,
+            "model.feature_dim": 64,
             "model.proj_hidden": 32,
             "model.proj_dim": 8,
             "train.warmup_steps": args.steps // 2,
