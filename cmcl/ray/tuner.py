@@ -191,10 +191,12 @@ def new_tuner(
             search_alg=search_alg,
             scheduler=_scheduler(spec, meta),
             trial_dirname_creator=trial_dirname,
-            # A stopped trial must take its runs down with it: Tune parks a reused actor's
-            # function instead of ending it, so pooled runs (tasks the trial owns) and Ray
-            # Train runs would train on; a new actor per trial ends them (owner death).
-            reuse_actors=spec.resources.workers == 1 and not meta["resolved"].get("pool", False),
+            # A trial stopped early (ASHA) must take its runs down with it: Tune parks a
+            # reused actor's function instead of ending it, so pooled runs (tasks the trial
+            # owns) and Ray Train runs would train on; a new actor per trial ends them
+            # (tasks die with their owner). Trials that end by returning can reuse actors.
+            reuse_actors=spec.resources.workers == 1
+            and not (meta["resolved"].get("pool", False) and spec.scheduler.name == "asha"),
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
