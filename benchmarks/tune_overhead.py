@@ -146,6 +146,8 @@ def study_wall(args) -> None:
         print(f"ideal (own / slots)    {ideal:8.1f} s")
         print(f"wall, Ray start incl.  {wall:8.1f} s  ratio to ideal {wall / ideal:.3f}")
         print(f"slot time per run beyond its own: {(wall * args.cpus - own) / runs:.2f} s")
+        logs = list((work / "ray").glob("session_*/logs/worker-*.out"))
+        print(f"Ray worker processes started: {len(logs)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
