@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,121 +137,7 @@ def _network_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-# ----------------------------------------------------------------- KubeRay ---
-
-
-def _ray_cluster_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for doc in docs:
-        if doc.get("kind") == "RayCluster":
-            yield doc["metadata"]["name"], doc.get("spec", {})
-        elif doc.get("kind") == "RayJob":
-            yield doc["metadata"]["name"], doc.get("spec", {}).get("rayClusterSpec", {})
-
-
-def _pod_templates(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    yield "head", spec.get("headGroupSpec", {}).get("template", {})
-    for group in spec.get("workerGroupSpecs", []):
-        yield f"worker group {group.get('groupName')}", group.get("template", {})
-
-
-def kuberay_problems(docs: list[dict[str, Any]], pvc_name: str) -> list[str]:
-    """Problems of the KubeRay documents of one file (RayCluster or RayJob + NetworkPolicy)."""
-    problems = []
-    for doc in docs:
-        kind = doc.get("kind")
-        if kind == "Service" and doc.get("spec", {}).get("type") in ("LoadBalancer", "NodePort"):
-            problems.append(f"Service {doc['metadata']['name']} is {doc['spec']['type']}")
-        if kind in ("Ingress", "Route", "Gateway", "HTTPRoute"):
-            problems.append(f"{kind} {doc['metadata']['name']} exposes the cluster")
-        if kind in ("RayCluster", "RayJob") and doc.get("apiVersion") != "ray.io/v1":
-            problems.append(f"{kind} apiVersion must be ray.io/v1, got {doc.get('apiVersion')}")
-    policies = [d for d in docs if d.get("kind") == "NetworkPolicy"]
-    specs = list(_ray_cluster_specs(docs))
-    if not specs:
-        problems.append("no RayCluster or RayJob")
-    for name, spec in specs:
-        head = spec.get("headGroupSpec", {})
-        if head.get("serviceType", "ClusterIP") != "ClusterIP":
-            problems.append(f"{name}: head serviceType {head['serviceType']} (ClusterIP only)")
-        params = head.get("rayStartParams", {})
-        problem = dashboard_host_problem(params.get("dashboard-host"), f"{name} rayStartParams")
-        if problem:
-            problems.append(problem)
-        if str(params.get("num-cpus")) != "0":
-            problems.append(f"{name}: head rayStartParams num-cpus must be '0'")
-        if (spec.get("authOptions") or {}).get("mode") != "token":
-            problems.append(f"{name}: authOptions.mode must be token")
-        if not spec.get("workerGroupSpecs"):
-            problems.append(f"{name}: no worker group")
-        for group in spec.get("workerGroupSpecs", []):
-            if not (group.get("minReplicas", 0) < group.get("maxReplicas", 0)):
-                problems.append(f"{name}: worker group {group.get('groupName')} does not autoscale")
-        if not spec.get("enableInTreeAutoscaling"):
-            problems.append(f"{name}: enableInTreeAutoscaling is off")
-        for where, template in _pod_templates(spec):
-            problems += _pod_problems(f"{name} {where}", template, pvc_name)
-            labels = template.get("metadata", {}).get("labels", {})
-            if not any(_selects(p, labels) for p in policies):
-                problems.append(f"{name} {where}: no NetworkPolicy selects its pods")
-    for policy in policies:
-        problems += _policy_problems(policy)
-    return problems
-
-
-def _pod_problems(where: str, template: dict[str, Any], pvc_name: str) -> list[str]:
-    problems = []
-    spec = template.get("spec", {})
-    claims = {
-        v["name"]: v["persistentVolumeClaim"]["claimName"]
-        for v in spec.get("volumes", [])
-        if "persistentVolumeClaim" in v
-    }
-    for container in spec.get("containers", []):
-        for env in container.get("env", []):
-            if env.get("name") == "RAY_AUTH_MODE" and env.get("value") != "token":
-                problems.append(f"{where}: RAY_AUTH_MODE={env.get('value')}")
-        mounts = {m["mountPath"]: claims.get(m["name"]) for m in container.get("volumeMounts", [])}
-        if mounts.get(STORAGE_PATH) != pvc_name:
-            problems.append(
-                f"{where}: {container['name']} does not mount {pvc_name} at {STORAGE_PATH}"
-            )
-    return problems
-
-
-def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
-    wanted = policy.get("spec", {}).get("podSelector", {}).get("matchLabels", {})
-    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
-
-
-def _policy_problems(policy: dict[str, Any]) -> list[str]:
-    """Ingress only from the same Ray cluster's pods, or the operator on the dashboard port."""
-    name = policy["metadata"]["name"]
-    spec = policy.get("spec", {})
-    own = spec.get("podSelector", {}).get("matchLabels", {})
-    problems = []
-    if not own:
-        problems.append(f"NetworkPolicy {name}: empty podSelector selects every pod")
-    if "Ingress" not in spec.get("policyTypes", []):
-        problems.append(f"NetworkPolicy {name}: policyTypes lacks Ingress")
-    for rule in spec.get("ingress", []):
-        peers = rule.get("from")
-        if not peers:
-            problems.append(f"NetworkPolicy {name}: an ingress rule without 'from' admits everyone")
-            continue
-        for peer in peers:
-            if "ipBlock" in peer:
-                problems.append(f"NetworkPolicy {name}: ipBlock peer {peer['ipBlock']}")
-            elif "namespaceSelector" in peer:
-                ports = {p.get("port") for p in rule.get("ports", [])}
-                operator = peer.get("podSelector", {}).get("matchLabels", {})
-                if operator.get("app.kubernetes.io/name") != "kuberay-operator" or ports != {8265}:
-                    problems.append(
-                        f"NetworkPolicy {name}: other-namespace peer {peer} must be the KubeRay "
-                        "operator on port 8265 only"
-                    )
-            elif peer.get("podSelector", {}).get("matchLabels") != own:
-                problems.append(f"NetworkPolicy {name}: peer {peer} is not this Ray cluster")
-    return problems
+# ---------------------------------------------------------------- storage ---
 
 
 def storage_problems(docs: list[dict[str, Any]]) -> list[str]:

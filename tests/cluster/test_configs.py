@@ -18,10 +18,16 @@ import yaml
 from cluster_rules import (
     STORAGE_PATH,
     dashboard_host_problem,
-    kuberay_problems,
     launcher_problems,
     storage_problems,
     text_problems,
+)
+from kuberay_rules import (
+    admits,
+    crd_problems,
+    head_labels,
+    kuberay_problems,
+    submitter_address,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -346,6 +352,121 @@ def test_kuberay_rules_fire(name: str, breakage: str) -> None:
     change(docs)
     problems = kuberay_problems(docs, pvc_name())
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("name", KUBERAY)
+def test_kuberay_manifest_matches_kuberays_crd(name: str) -> None:
+    doc = next(d for d in load_all(name) if d["kind"] in ("RayCluster", "RayJob"))
+    assert crd_problems(doc) == []
+    doc["spec"]["submiterPodTemplate"] = {}  # a misspelt field, which kubectl rejects
+    _cluster_spec([doc])["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0  # not a string
+    problems = crd_problems(doc)
+    assert any("'submiterPodTemplate' was unexpected" in p for p in problems), problems
+    assert any("rayStartParams/num-cpus: 0 is not of type 'string'" in p for p in problems)
+
+
+def _rayjob(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == "RayJob")
+
+
+def test_rayjob_submitter_reaches_the_head_dashboard_and_nothing_else() -> None:
+    docs = load_all("kuberay/rayjob.yaml")
+    job = _rayjob(docs)
+    spec = _cluster_spec(docs)
+    # K8sJobMode: `ray job submit` goes to the head Service of the job's RayCluster,
+    # the address where the operator reads the job's status too.
+    assert job["spec"]["submissionMode"] == "K8sJobMode"
+    assert submitter_address(job, "research") == (
+        "http://cmcl-study-xxxxx-head-svc.research.svc.cluster.local:8265"
+    )
+    # Behind the Service, the head pod's IP: where the dashboard binds.
+    host = spec["headGroupSpec"]["rayStartParams"]["dashboard-host"]
+    env = {e["name"]: e for e in spec["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[host.strip("$()")]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    submitter = job["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    head = head_labels(spec)
+    worker = spec["workerGroupSpecs"][0]["template"]["metadata"]["labels"]
+    assert admits(policies, head, submitter, 8265)
+    for port in (6379, 10001, 8076, 52365):  # GCS, Ray Client, object manager, agent
+        assert not admits(policies, head, submitter, port), port
+    assert not admits(policies, worker, submitter, 8265)
+    assert not admits(policies, head, {"app": "something-else"}, 8265)
+    assert admits(policies, worker, head, 6379)  # the cluster itself is unaffected
+
+
+RAYJOB_BREAKAGES = {
+    # The file before this fix: the sidecar dials 127.0.0.1, the dashboard binds the pod IP.
+    "sidecar submitter": (
+        lambda d: _rayjob(d)["spec"].update(submissionMode="SidecarMode"),
+        "SidecarMode: the submitter sidecar dials http://127.0.0.1:8265, but the dashboard "
+        "binds $(CMCL_POD_IP)",
+    ),
+    "dashboard on loopback": (
+        lambda d: _cluster_spec(d)["headGroupSpec"]["rayStartParams"].update(
+            {"dashboard-host": "127.0.0.1"}
+        ),
+        "which a dashboard on 127.0.0.1 never answers",
+    ),
+    "pod IP variable undefined": (
+        lambda d: _cluster_spec(d)["headGroupSpec"]["template"]["spec"]["containers"][0].pop("env"),
+        "the head has no env CMCL_POD_IP from status.podIP",
+    ),
+    "unlabelled submitter": (
+        lambda d: _rayjob(d)["spec"].pop("submitterPodTemplate"),
+        "K8sJobMode needs submitterPodTemplate.metadata.labels",
+    ),
+    "submitter not admitted": (
+        lambda d: d[-1]["spec"]["ingress"][0]["from"].pop(),
+        "no NetworkPolicy admits the submitter pod",
+    ),
+    "submitter admitted to every port": (
+        lambda d: d[-1]["spec"]["ingress"][0].pop("ports"),
+        "the job submitter {'cmcl/ray-job-submitter': 'cmcl-study'} may reach port 8265 only",
+    ),
+    "submitter as a cluster member": (
+        lambda d: _rayjob(d)["spec"]["submitterPodTemplate"]["metadata"]["labels"].update(
+            {"cmcl/ray-cluster": "cmcl-study"}
+        ),
+        "carries the cluster's labels and so reaches every Ray port",
+    ),
+    "submitter command replaced": (
+        lambda d: _rayjob(d)["spec"]["submitterPodTemplate"]["spec"]["containers"][0].update(
+            command=["ray", "job", "submit", "--address", "http://127.0.0.1:8265"]
+        ),
+        "the submitter's command is KubeRay's",
+    ),
+    "unknown mode": (
+        lambda d: _rayjob(d)["spec"].update(submissionMode="Sidecar"),
+        "submissionMode 'Sidecar' is not one of",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(RAYJOB_BREAKAGES))
+def test_rayjob_rules_fire(breakage: str) -> None:
+    docs = load_all("kuberay/rayjob.yaml")
+    change, expected = RAYJOB_BREAKAGES[breakage]
+    change(docs)
+    problems = kuberay_problems(docs, pvc_name())
+    assert any(expected in p for p in problems), problems
+
+
+def test_the_old_sidecar_rayjob_is_rejected() -> None:
+    # The shape of rayjob.yaml before K8sJobMode, rebuilt from today's file.
+    docs = load_all("kuberay/rayjob.yaml")
+    job = _rayjob(docs)
+    job["spec"]["submissionMode"] = "SidecarMode"
+    del job["spec"]["submitterPodTemplate"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    policies[1]["spec"]["podSelector"]["matchLabels"].pop("ray.io/node-type")
+    policies[1]["spec"]["ingress"][0]["from"].pop()
+    assert submitter_address(job) == "http://127.0.0.1:8265"
+    problems = kuberay_problems(docs, pvc_name())
+    assert [p for p in problems if "SidecarMode" in p] == [
+        "cmcl-study: SidecarMode: the submitter sidecar dials http://127.0.0.1:8265, "
+        "but the dashboard binds $(CMCL_POD_IP)"
+    ]
 
 
 # ------------------------------------------- firewall / security scripts ---
