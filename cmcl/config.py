@@ -203,6 +203,9 @@ class TrainConfig:
     eval_batch: int = 256
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    restarts: int = 3
+    """Restarts of a multi-worker (Ray Train) run's worker group after a worker or its node
+    is lost, each from the newest checkpoint; a budget of its own, apart from a study's."""
     log_every: int = 50
     """Steps between reads of the loss values on the host (and the non-finite check); in
     between a step reads nothing back from the device. Evaluations read them too."""
@@ -231,6 +234,7 @@ class TrainConfig:
         ):
             _positive(f"train.{name}", getattr(self, name))
         _positive("train.lr_step", self.lr_step, allow_zero=True)
+        _positive("train.restarts", self.restarts, allow_zero=True)
         # SPEC section 7 drops the lr at lr_step (0.1: divided by 10); 0 would stop learning.
         if not 0.0 < self.lr_gamma <= 1.0:
             raise ValueError(f"train.lr_gamma must be in (0, 1], got {self.lr_gamma}")
@@ -243,6 +247,27 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"train.device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         _finite_floats("train", self)
+
+    def evaluates_after(self, done: int, stage_steps: int) -> bool:
+        """Whether the trainer evaluates after step ``done`` (1-based) of a stage of
+        ``stage_steps``: every ``eval_every`` steps, at every checkpoint, and at the end."""
+        return done % self.eval_every == 0 or self.checkpoints_after(done, stage_steps)
+
+    def checkpoints_after(self, done: int, stage_steps: int) -> bool:
+        return done % self.checkpoint_every == 0 or done == stage_steps
+
+    def evaluation_steps(self, stage_steps: int) -> list[int]:
+        """The steps of a stage of ``stage_steps`` after which the trainer evaluates."""
+        return [d for d in range(1, stage_steps + 1) if self.evaluates_after(d, stage_steps)]
+
+    def evaluation_schedule(self) -> list[tuple[str, int]]:
+        """(stage, step) of every evaluation of a run, warm-up then adaptation: the one
+        schedule the trainer, the study's rounds and ASHA's time axis all follow."""
+        return [
+            (stage, done)
+            for stage, steps in (("warmup", self.warmup_steps), ("adapt", self.steps))
+            for done in self.evaluation_steps(steps)
+        ]
 
 
 @dataclass(frozen=True)

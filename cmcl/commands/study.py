@@ -1,4 +1,4 @@
-"""`cmcl study run | resume | status`: studies on Ray Tune (docs/studies.md)."""
+"""`cmcl study run | resume | status`: studies on Ray (docs/studies.md)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ def _fail(message: str) -> None:
 
 @click.group()
 def study() -> None:
-    """Studies: sweeps over methods, settings, pairs and seeds on Ray Tune.
+    """Studies: sweeps over methods, settings, pairs and seeds on a Ray cluster.
 
     \b
     A study file (YAML, docs/studies.md) names the benchmark(s) and pairs, the
     methods, fixed settings, a search space (grid or Optuna), seeds, the
-    objective and the selection metric. Its directory <storage>/<name> holds
-    everything: per-evaluation results (Parquet), run directories, trial records,
-    Tune's state and the Optuna journal.
+    objective and the selection metric. Its directory <storage>/<name> (a path,
+    or an s3:// or gs:// URI) holds everything: per-evaluation results
+    (Parquet), run directories, the driver's records and the Optuna journal.
       cmcl study run studies/quickstart.yaml
       cmcl study status studies_out/quickstart
       cmcl study resume studies_out/quickstart     (after a crash or Ctrl-C)
@@ -37,7 +37,15 @@ _DATA_HELP = "DIR for every benchmark of the study, or BENCHMARK=DIR (repeatable
 @click.option(
     "--storage",
     default=None,
-    help="Where study directories go [default: the file's storage, else ./studies_out].",
+    help="Where study directories go: a directory, or an object-store URI (s3://bucket/prefix, "
+    "gs://...) [default: the file's storage, else ./studies_out].",
+)
+@click.option(
+    "--optuna-storage",
+    default=None,
+    metavar="URL",
+    help="An Optuna database for an Optuna study (postgresql://..., mysql://..., sqlite:///...), "
+    "instead of the file's optuna_storage [default: a journal file in the study directory].",
 )
 @click.option(
     "--address",
@@ -129,7 +137,8 @@ _DATA_HELP = "DIR for every benchmark of the study, or BENCHMARK=DIR (repeatable
     "--max-concurrent",
     type=click.IntRange(min=1),
     default=None,
-    help="Trials at once [default: from the cluster's resources].",
+    help="Trials in flight at once (their runs fill the slots) [default: the file's "
+    "max_concurrent, else as many as keep every slot busy].",
 )
 @click.option(
     "--num-cpus",
@@ -142,6 +151,7 @@ _DATA_HELP = "DIR for every benchmark of the study, or BENCHMARK=DIR (repeatable
 def study_run(
     file,
     storage,
+    optuna_storage,
     address,
     root,
     features,
@@ -188,6 +198,7 @@ def study_run(
             seeds=seeds,
             pairs=pairs,
             methods=methods,
+            optuna_storage=optuna_storage,
             assignments=study_assignments,
         )
         spec = load_spec_with(file, changes)
@@ -201,6 +212,7 @@ def study_run(
         given = {k: v for k, v in given.items() if v is not None}
         if given:
             spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, **given))
+
         overrides = command_line_overrides(
             spec,
             root=root,
@@ -231,6 +243,18 @@ def study_run(
 _PLAN_OPTIONS = ("--trials", "--seeds", "--pairs", "--methods", "--study-set")
 
 
+def _study_location(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A study directory: an existing local directory, or an object-store URI."""
+    from cmcl.filestore import is_uri
+
+    if is_uri(value):
+        return value
+    path = Path(value.removeprefix("file://"))
+    if not path.is_dir():
+        raise click.BadParameter(f"directory {value!r} does not exist", ctx=ctx, param=param)
+    return str(path)
+
+
 def _refuse_plan_changes(command: Callable[..., Any]) -> Callable[..., Any]:
     """Hidden ``cmcl study run`` options on resume, each refused with the reason and the way."""
 
@@ -255,7 +279,7 @@ def _refuse_plan_changes(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @study.command("resume")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory", callback=_study_location)
 @click.option("--address", default=None, help="Ray cluster to use [default: a private local Ray].")
 @click.option(
     "--num-cpus",
@@ -266,15 +290,16 @@ def _refuse_plan_changes(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--retry-errored",
     is_flag=True,
-    help="Also run errored trials again (for failures that may not repeat: a lost node, out "
-    "of memory). Optuna keeps them as failed: an Optuna trial is told once.",
+    help="Also run again the runs whose own code failed (an out-of-memory, a bug since fixed). "
+    "Runs lost to the infrastructure (a node, a worker process) run again without it. Optuna "
+    "keeps such trials as failed: an Optuna trial is told once.",
 )
 @click.option(
     "--restart-unfinished",
     is_flag=True,
-    help="Only when Tune's state cannot be restored (the driver stopped within seconds of "
-    "starting): keep the trials that ended and run the unfinished ones again from their "
-    "start; their old files go to unfinished-<time>/.",
+    help="Run the unfinished trials again from their start (e.g. after their checkpoints "
+    "were damaged); the trials that ended are kept, the unfinished ones' run files go to "
+    "unfinished-<time>/.",
 )
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--verbose", is_flag=True, help="Also Ray's and Tune's own output.")
@@ -283,16 +308,17 @@ def study_resume(directory, address, num_cpus, retry_errored, restart_unfinished
     """Finish the study in DIRECTORY after its driver stopped (killed, Ctrl-C, node lost).
 
     \b
-    Finished trials are kept (not run again); unfinished ones continue, each run
-    from its newest checkpoint; an Optuna study continues the same Optuna study,
-    and the study ends with the number of trials its file asked for. Refused
-    while another driver runs the study (its lease, docs/studies.md).
+    Finished runs are kept (not run again); unfinished ones continue, each from
+    its newest checkpoint, and so do runs lost with a node; an Optuna study
+    continues the same Optuna study, and the study ends with the number of
+    trials its file asked for. Refused while another driver runs the study (its
+    lease, docs/studies.md). DIRECTORY may be a study's object-store URI.
     """
     from cmcl.ray.study import run_study
 
     _drive(
         run_study,
-        Path(directory),
+        directory,
         address=address,
         num_cpus=num_cpus,
         retry_errored=retry_errored,
@@ -303,9 +329,10 @@ def study_resume(directory, address, num_cpus, retry_errored, restart_unfinished
 
 
 @study.command("status")
-@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("directory", callback=_study_location)
 def study_status(directory):
-    """Trials by state, the best so far and per pair, read from DIRECTORY's files (no Ray)."""
+    """Trials and runs by state, the best so far and per pair, failed runs and how to retry
+    them, read from DIRECTORY's files (no Ray). DIRECTORY may be an object-store URI."""
     from cmcl.study.status import format_status, study_status
 
     try:
@@ -316,11 +343,11 @@ def study_status(directory):
 
 def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options: Any) -> None:
     """``function(target, ...)`` of cmcl.ray.study, then the status; errors become `Error:` lines."""
-    from cmcl.ray.study import StudyFailedError
     from cmcl.study.directory import StudyExistsError, StudyFinishedError
+    from cmcl.study.driver import StudyFailedError, StudyWaitTimeout
     from cmcl.study.lease import StudyBusyError
-    from cmcl.study.restart import StudyStateError
     from cmcl.study.status import format_status, study_status
+    from cmcl.study.unfinished import StudyStateError
 
     try:
         path = function(target, echo=not quiet, **options)
@@ -337,6 +364,7 @@ def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options
         StudyExistsError,
         StudyBusyError,
         StudyStateError,
+        StudyWaitTimeout,
     ) as error:
         _fail(str(error))
     click.echo(format_status(study_status(path)))

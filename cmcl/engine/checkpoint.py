@@ -132,6 +132,20 @@ def save_checkpoint(
     return directory
 
 
+WEIGHTS_FILE = "model.pt"
+"""A finished run's final network weights alone (no optimiser, no banks): what evaluating
+the run needs, a fraction of a checkpoint's size."""
+
+
+def save_weights(run_dir: Path, model: torch.nn.Module) -> Path:
+    """Write ``run_dir/model.pt`` (the model's ``state_dict``) atomically."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return path
+
+
 def load_checkpoint(
     directory: str | Path,
     *,

@@ -35,6 +35,8 @@ OPERATIONAL_KEYS: dict[str, str] = {
     "data.loader_workers": "DataLoader worker processes; the clips a step reads do not "
     "depend on them (cmcl.data.loaders)",
     "train.keep_checkpoints": "how many checkpoints stay on disk",
+    "train.restarts": "how often a multi-worker run's worker group may restart after a lost "
+    "worker; each restart continues from the newest checkpoint, so the numbers are the same",
     "train.log_every": "how often the loss sums are read back from the device; the "
     "training steps and evaluations are the same (only the float64 loss means in "
     "metrics.parquet may differ in their last bits, from another grouping of the sums)",

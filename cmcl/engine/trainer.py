@@ -74,15 +74,6 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def evaluation_steps(steps: int, *, eval_every: int, checkpoint_every: int) -> list[int]:
-    """Steps (1-based, within a stage of ``steps``) after which the trainer evaluates."""
-    return [
-        done
-        for done in range(1, steps + 1)
-        if done % eval_every == 0 or done % checkpoint_every == 0 or done == steps
-    ]
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
@@ -165,9 +156,7 @@ class _Trainer:
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
         # train.source_val=last scores the source split only where the summary reads it.
-        adapt_evals = evaluation_steps(
-            t.steps, eval_every=t.eval_every, checkpoint_every=t.checkpoint_every
-        )
+        adapt_evals = t.evaluation_steps(t.steps)
         self.source_val_steps = set(adapt_evals[-t.eval_last_k :])
 
     # -- setup ---------------------------------------------------------------------------
@@ -335,9 +324,9 @@ class _Trainer:
 
     def _maybe_evaluate(self, stage: str, done: int, steps: int) -> None:
         t = self.config.train
-        checkpoint_now = done % t.checkpoint_every == 0 or done == steps
-        if not (done % t.eval_every == 0 or checkpoint_now):  # as in evaluation_steps()
+        if not t.evaluates_after(done, steps):
             return
+        checkpoint_now = t.checkpoints_after(done, steps)
         metrics = self.evaluate(stage, done)
         self.position.history.append(metrics)
         path = None
@@ -479,6 +468,7 @@ class _Trainer:
                     device=self.device,
                     autocast=self.autocast,
                 )
+            ckpt.save_weights(self.run_dir, self.method.model)
             write_json(self.run_dir / "summary.json", summary)
             (self.run_dir / FAILURE_FILE).unlink(missing_ok=True)  # from a failed earlier try
         self.reporter.on_end(summary, is_chief=self.chief)

@@ -70,6 +70,7 @@ def saved_batch_norm(model: nn.Module) -> Iterator[None]:
 
 class AdaBN(Method):
     name = "adabn"
+    relative_cost = 1.32
     description = "target batches forwarded in train mode with no loss (per-domain BN statistics)"
     paper_rows = ("T3 AdaBN",)
 

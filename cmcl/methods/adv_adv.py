@@ -32,6 +32,7 @@ class AdversarialAlignment(Method):
     """
 
     name = "adv_adv"
+    relative_cost = 3.37
     description = (
         "Table 8 Adv.: RGB-vs-flow discriminators on GRL(z) + MM-SADA domain discriminators"
     )

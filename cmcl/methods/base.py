@@ -83,6 +83,9 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     paper_rows: ClassVar[tuple[str, ...]] = ()
+    relative_cost: ClassVar[float] = 1.0
+    """CPU time of an adaptation step against source_only's, as benchmarks/trainer_throughput.py
+    measured it (RESULTS.md, 2026-11-26): studies start costly runs first with it."""
     """Which rows of the paper's tables this method reproduces (for ``cmcl methods``)."""
     uses_target_labels: ClassVar[bool] = False
     """Only the supervised upper bound may read target labels; the trainer strips them otherwise."""

@@ -51,6 +51,7 @@ class CrossModalContrastive(Method):
     """Both contrastive terms; subclasses switch one off."""
 
     name = "cmco"
+    relative_cost = 5.69
     description = "cross-modal + cross-domain contrastive learning with memory banks (the paper)"
     paper_rows = ("T2 Ours (final)", "T3 Ours (final)", "T4 Ours", "T5 Ours", "T6", "T7", "T8 Con.")
     use_modality = True
@@ -250,6 +251,7 @@ def _float32(tensor: torch.Tensor) -> torch.Tensor:
 
 class CrossModalOnly(CrossModalContrastive):
     name = "cmco_modality"
+    relative_cost = 3.35
     description = "only the cross-modal contrastive term (L_mo^s + L_mo^t)"
     paper_rows = ("T2 Ours (cross-modal)", "T3 Ours (modality)", "T4 Ours (modality)", "T7")
     use_domain = False
@@ -257,6 +259,7 @@ class CrossModalOnly(CrossModalContrastive):
 
 class CrossDomainOnly(CrossModalContrastive):
     name = "cmco_domain"
+    relative_cost = 3.99
     description = "only the cross-domain contrastive term with pseudo-labels (L_do)"
     paper_rows = ("T2 Ours (cross-domain)", "T3 Ours (domain)", "T4 Ours (domain)")
     use_modality = False

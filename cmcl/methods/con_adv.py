@@ -20,6 +20,7 @@ class ContrastiveAdversarial(CrossModalOnly):
     """
 
     name = "con_adv"
+    relative_cost = 3.99
     description = (
         "Table 8 Adv. + Con.: cross-modal contrastive term + MM-SADA domain discriminators"
     )

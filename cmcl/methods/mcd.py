@@ -34,6 +34,7 @@ class MCD(Method):
     """
 
     name = "mcd"
+    relative_cost = 2.05
     description = "second classifier; target features reach both heads through gradient reversal"
     paper_rows = ("T3 MCD",)
 

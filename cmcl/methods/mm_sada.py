@@ -80,6 +80,7 @@ class Correspondence(nn.Module):
 
 class MMSADA(Method):
     name = "mm_sada"
+    relative_cost = 2.09
     description = "MM-SADA: RGB/flow correspondence head + per-modality adversarial discriminators"
     paper_rows = (
         "T2 MM-SADA",
@@ -130,6 +131,7 @@ class MMSADA(Method):
 
 class MMSADAModality(MMSADA):
     name = "mm_sada_modality"
+    relative_cost = 1.75
     description = "MM-SADA's self-supervised RGB/flow correspondence only"
     paper_rows = ("T4 MM-SADA (modality)",)
     use_adversary = False
@@ -137,6 +139,7 @@ class MMSADAModality(MMSADA):
 
 class MMSADADomain(MMSADA):
     name = "mm_sada_domain"
+    relative_cost = 1.85
     description = "MM-SADA's per-modality adversarial domain discriminators only"
     paper_rows = ("T4 MM-SADA (domain)",)
     use_correspondence = False

@@ -20,6 +20,7 @@ class MMD(Method):
     """
 
     name = "mmd"
+    relative_cost = 1.98
     description = "per-modality MMD^2 (12 RBF kernels) between source and target features F^k"
     paper_rows = ("T3 MMD",)
 

@@ -20,6 +20,7 @@ class PseudoLabel(Method):
     """
 
     name = "pseudo_label"
+    relative_cost = 1.57
     description = (
         "cross-entropy on confident target pseudo-labels (max softmax >= T), weight lambda"
     )

@@ -15,6 +15,7 @@ class SupervisedTarget(Method):
     """
 
     name = "supervised_target"
+    relative_cost = 1.02
     description = "cross-entropy on the target's own labels in both stages (upper bound)"
     paper_rows = ("T2 Supervised-target", "T3 Supervised-target")
     uses_target_labels = True

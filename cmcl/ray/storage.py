@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 
 from cmcl.config import RunConfig
 
-RESULT_FILES = ("config.json", "metrics.parquet", "summary.json", "features.parquet")
+RESULT_FILES = ("config.json", "metrics.parquet", "summary.json", "features.parquet", "model.pt")
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}$")
 

@@ -50,10 +50,14 @@ from cmcl.engine.resume import check_resume_settings, recorded_config
 from cmcl.ray.scaling import PLACEMENTS, check_scaling, missing_resources
 from cmcl.ray.session import ray_session
 from cmcl.ray.storage import CHECKPOINTS, RunLocation, record_config
+from cmcl.study.execute import RunStopped
 
 log = logging.getLogger(__name__)
 
 SCRATCH = "cmcl-run"
+STOP_FILE = "STOP"
+"""Written in a study run's directory when the study stops the run (ASHA, its trial ended):
+the workers stop after their next evaluation."""
 """Rank 0's local run directory, under Ray's per-run working directory on its node."""
 
 TrainLoop = Callable[[dict[str, Any]], Any]
@@ -71,8 +75,16 @@ class RayTrainReporter(Reporter):
         progress: rank 0 prints one line per evaluation (reaches the driver's stderr).
     """
 
-    def __init__(self, *, location: RunLocation | None, scratch: Path, progress: bool) -> None:
+    def __init__(
+        self,
+        *,
+        location: RunLocation | None,
+        scratch: Path,
+        progress: bool,
+        stop_marker: RunLocation | None = None,
+    ) -> None:
         self.location = location
+        self.stop_marker = stop_marker
         self.scratch = scratch
         self.progress = progress
         self.total = 0
@@ -95,16 +107,27 @@ class RayTrainReporter(Reporter):
         # Same name as the engine's own directory: <storage>/<name> is then a run directory.
         name = None if checkpoint is None else f"{CHECKPOINTS}/{checkpoint.name}"
         ray.train.report(dict(metrics), checkpoint=persisted, checkpoint_dir_name=name)
+        if self.stop_marker is not None and self._stop_requested():
+            raise RunStopped(f"stopped by the study after step {metrics['global_step']}")
         self._say(
             f"{metrics['stage']} step {metrics['step']} ({metrics['global_step']}/{self.total}): "
             f"target acc {metrics['target_acc']:.2f} loss {metrics.get('loss_total', float('nan')):.4f}"
             + (" [checkpoint]" if checkpoint is not None else "")
         )
 
+    def _stop_requested(self) -> bool:
+        """Whether the study asked the run to stop (:data:`STOP_FILE` in its directory): rank
+        0 reads it and every rank learns its answer, so all ranks stop at the same step."""
+        from cmcl import dist
+
+        assert self.stop_marker is not None
+        asked = self.stop_marker.exists(STOP_FILE) if dist.rank() == 0 else False
+        return bool(dist.broadcast_object(asked))
+
     def on_end(self, summary: dict[str, Any], *, is_chief: bool) -> None:
         if self.location is None:
             return
-        for name in ("metrics.parquet", "features.parquet", "summary.json"):
+        for name in ("metrics.parquet", "features.parquet", "model.pt", "summary.json"):
             if (self.scratch / name).is_file():
                 self.location.upload(self.scratch / name)
 
@@ -185,9 +208,14 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
         torch.cuda.set_device(ray.train.torch.get_device())
     config = RunConfig.from_dict(payload["config"])
     location = RunLocation(payload["storage"], payload["name"]) if rank == 0 else None
-    reporter = RayTrainReporter(location=location, scratch=scratch, progress=payload["progress"])
-    checkpoint = ray.train.get_checkpoint()
     run = RunLocation(payload["storage"], payload["name"])
+    reporter = RayTrainReporter(
+        location=location,
+        scratch=scratch,
+        progress=payload["progress"],
+        stop_marker=run if payload.get("stoppable") else None,
+    )
+    checkpoint = ray.train.get_checkpoint()
     with _local_copy(checkpoint) as copied, _intact(copied, checkpoint, run) as restored:
         resume = str(restored) if restored is not None else payload["resume"]
         try:
@@ -197,6 +225,9 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
             # losses are all-reduced), so all return and the driver raises it.
             failed = {"non_finite": str(error), "error": type(error).__name__}
             return failed if rank == 0 else None
+        except RunStopped as stopped:
+            # Every rank stops at the same evaluation (the marker's answer is broadcast).
+            return {"stopped": str(stopped)} if rank == 0 else None
     if rank != 0:
         return None
     shutil.rmtree(scratch, ignore_errors=True)
@@ -221,11 +252,12 @@ def fit_distributed(
     gpus_per_worker: float = 0.0,
     storage: str,
     name: str,
-    max_failures: int = 2,
+    max_failures: int | None = None,
     callbacks: list | None = None,
     cpus_per_worker: float = 1.0,
     placement_strategy: str = "PACK",
     progress: bool = False,
+    stoppable: bool = False,
     train_loop: TrainLoop = train_worker,
 ) -> dict[str, Any]:
     """Train one run on ``workers`` Ray Train workers; return its summary (as summary.json).
@@ -246,11 +278,15 @@ def fit_distributed(
         gpus_per_worker: 0 for CPU workers (gloo); >= 1 per worker for nccl.
         storage: a directory every node can reach (NFS) or a URI (``s3://...``).
         name: run name, one directory name; fixed names make retries resume.
-        max_failures: worker-group restarts before the run fails.
+        max_failures: worker-group restarts before the run fails (a lost worker or
+            node: the group restarts from the newest checkpoint); default
+            ``config.train.restarts``.
         callbacks: ``ray.train.UserCallback`` objects (e.g. Tune's TuneReportCallback).
         cpus_per_worker: CPUs reserved per worker.
         placement_strategy: Ray placement group strategy (PACK fills nodes first).
         progress: print one line per evaluation from rank 0.
+        stoppable: the workers stop after an evaluation once :data:`STOP_FILE` is in the
+            run's directory (a study stopping the run); the call then raises RunStopped.
         train_loop: the per-worker function (tests wrap :func:`train_worker`).
 
     Raises:
@@ -279,7 +315,10 @@ def fit_distributed(
         "resume": _initial_resume(config),
         "progress": progress,
         "gpus_per_worker": gpus_per_worker,
+        "stoppable": stoppable,
     }
+    if max_failures is None:
+        max_failures = config.train.restarts
     source = f"{location.uri}/config.json"
     try:
         recorded = location.read_json("config.json")
@@ -328,6 +367,8 @@ def fit_distributed(
         )
         result = trainer.fit()
     summary = result.return_value
+    if isinstance(summary, dict) and "stopped" in summary:
+        raise RunStopped(summary["stopped"])
     if isinstance(summary, dict) and "non_finite" in summary:
         kind = (
             NonFiniteMetricError

@@ -9,8 +9,9 @@ from typing import Any
 from cmcl.config import RunConfig, normalise_pair
 from cmcl.data.benchmarks import BENCHMARKS
 from cmcl.study._parse import Reader, StudySpecError, canonical_key, check_settings
-from cmcl.study.naming import storage_path
+from cmcl.study.naming import storage_location
 from cmcl.study.spec import (
+    KEEP,
     METRICS,
     OBJECTIVES,
     PAPER_TABLES,
@@ -60,7 +61,10 @@ def build_spec(reader: Reader, *, keys: tuple[str, ...]) -> StudySpec:
         resources=_resources(reader.child("resources", {})),
         max_concurrent=reader.child("max_concurrent", None).integer(minimum=1, allow_none=True),
         max_failures=reader.child("max_failures", 0).integer(minimum=0) or 0,
+        node_failures=_node_failures(reader.child("node_failures", 3)),
         storage=_storage(reader.child("storage", None)),
+        optuna_storage=_optuna_storage(reader.child("optuna_storage", None)),
+        keep=reader.child("keep", "final").choice(KEEP),
         tables=_tables(reader.child("tables", [])),
         **_searcher_options(reader, searcher),
     )
@@ -73,7 +77,7 @@ def build_spec(reader: Reader, *, keys: tuple[str, ...]) -> StudySpec:
 def _search(reader: Reader) -> tuple[SearchParam, ...]:
     params: list[SearchParam] = []
     for name in reader.mapping():
-        param = _search_param(reader.child(name), canonical_key(reader, name))
+        param = _search_param(reader.child(name), canonical_key(reader, name), name)
         if any(p.key == param.key for p in params):
             raise reader.error(f"searches {param.key} twice (two names for one setting)", name)
         params.append(param)
@@ -88,9 +92,30 @@ def _storage(reader: Reader) -> str | None:
     value = _optional_string(reader)
     if value is not None:
         try:
-            storage_path(value)
+            storage_location(value)
         except ValueError as error:
             raise reader.error(str(error)) from None
+    return value
+
+
+def _node_failures(reader: Reader) -> int:
+    value = reader.integer(minimum=0)
+    return 3 if value is None else value
+
+
+_OPTUNA_SCHEMES = ("postgresql", "mysql", "sqlite", "oracle", "mssql")
+
+
+def _optuna_storage(reader: Reader) -> str | None:
+    value = _optional_string(reader)
+    if value is None:
+        return None
+    scheme = value.split("://", 1)[0].split("+", 1)[0] if "://" in value else ""
+    if scheme not in _OPTUNA_SCHEMES:
+        raise reader.error(
+            f"expected an Optuna RDB URL (postgresql://user@host/db, mysql://..., "
+            f"sqlite:///path.db); got {value!r}"
+        )
     return value
 
 
@@ -171,7 +196,7 @@ def _field_type(key: str) -> Any:
     return typing.get_type_hints(_SECTION_TYPES[section])[name]
 
 
-def _search_param(reader: Reader, key: str) -> SearchParam:
+def _search_param(reader: Reader, key: str, name: str) -> SearchParam:
     integer = _field_type(key) is int
     if isinstance(reader.data, list):
         reader = Reader({"values": reader.data}, source=reader.source, path=reader.path)
@@ -189,7 +214,7 @@ def _search_param(reader: Reader, key: str) -> SearchParam:
             raise reader.error(f"expected a non-empty list; got {values!r}", categorical[0])
         if len({repr(v) for v in values}) != len(values):
             raise reader.error("a value is listed twice", categorical[0])
-        return SearchParam(key=key, values=tuple(values), integer=integer)
+        return SearchParam(key=key, name=name, values=tuple(values), integer=integer)
     if "low" not in entry or "high" not in entry:
         raise reader.error("expected grid: [...], values: [...], or a range with low and high")
     low, high = reader.child("low").number(), reader.child("high").number()
@@ -206,7 +231,7 @@ def _search_param(reader: Reader, key: str) -> SearchParam:
             raise reader.error(f"{key} is an integer setting: low, high and step must be integers")
         if step is None and not log:
             step = 1.0
-    return SearchParam(key=key, low=low, high=high, log=log, step=step, integer=integer)
+    return SearchParam(key=key, name=name, low=low, high=high, log=log, step=step, integer=integer)
 
 
 def _seeds(reader: Reader) -> tuple[int, ...]:
@@ -238,13 +263,22 @@ def _scheduler(reader: Reader) -> Scheduler:
 
 
 def _resources(reader: Reader) -> Resources:
-    reader.mapping(valid=("workers", "gpus_per_worker", "cpus_per_worker", "parallel_runs"))
+    reader.mapping(
+        valid=("workers", "gpus_per_worker", "cpus_per_worker", "parallel_runs", "wait_timeout_s")
+    )
     return Resources(
         workers=reader.child("workers", 1).integer(minimum=1) or 1,
         gpus_per_worker=reader.child("gpus_per_worker", 0).number(minimum=0),
         cpus_per_worker=reader.child("cpus_per_worker", 1).number(minimum=0, strict=True),
         parallel_runs=reader.child("parallel_runs", None).integer(minimum=1, allow_none=True),
+        wait_timeout_s=_wait_timeout(reader.child("wait_timeout_s", None)),
     )
+
+
+def _wait_timeout(reader: Reader) -> float | None:
+    if reader.data is None:
+        return None
+    return reader.number(minimum=0, strict=True)
 
 
 def _tables(reader: Reader) -> tuple[str, ...]:

@@ -14,8 +14,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from cmcl.study.execute import Event
-from cmcl.study.spec import METRICS
+from cmcl.common import METRICS
+
+Event = dict[str, Any]
+"""``{"kind": "evaluation", "run_id", "index", "metrics"}`` or ``{"kind": "summary", "run_id",
+"summary"}``; ``metrics``/``summary`` hold the selection metrics."""
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -28,7 +31,7 @@ class TrialProgress:
     Args:
         runs: (run_id, benchmark, pair) of every run of the trial.
         metric: the selection metric (``objective`` in every result).
-        schedule: (stage, step) of each evaluation (:func:`cmcl.study.plan.evaluation_schedule`).
+        schedule: (stage, step) of each evaluation (:meth:`cmcl.config.TrainConfig.evaluation_schedule`).
     """
 
     def __init__(

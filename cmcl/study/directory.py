@@ -1,30 +1,41 @@
-"""Creating and reading a study directory (no Ray): spec.yaml, study.json, sizes and resources.
+"""A study directory (a local path or an object-store URI) and what it holds; no Ray.
 
 ``cmcl study run`` creates ``<storage>/<name>/`` with the validated spec and
-study.json, then hands it to the Ray driver; ``cmcl study resume`` and
-``cmcl study status`` start from the directory alone.
+study.json; ``cmcl study resume``, ``status`` and ``cmcl report`` start from
+the directory alone (docs/results-format.md, "A study directory").
 """
 
 from __future__ import annotations
 
-import math
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cmcl import __version__
+from cmcl.filestore import FileStore
+from cmcl.results import RESULTS_DIR, SUMMARIES_DIR
 from cmcl.study._build import grid_trial_count
-from cmcl.study.naming import SPEC_FILE, STUDY_FILE, study_dir
+from cmcl.study.naming import (
+    DRIVER_FILE,
+    JOURNAL_FILE,
+    LEGACY_TRIALS_DIR,
+    LEGACY_TUNE_DIR,
+    RUNS_DIR,
+    SPEC_FILE,
+    STATE_FILE,
+    STUDY_FILE,
+    run_dir,
+    study_location,
+)
 from cmcl.study.plan import RunKey, RunOverrides, evaluation_schedule, grid_points, run_config
 from cmcl.study.plan import trial_plan as _trial_plan
-from cmcl.study.records import read_study, write_json
-from cmcl.study.resources import check_resources, runs_held
-from cmcl.study.spec import StudySpec, load_spec
+from cmcl.study.records import StudyState
+from cmcl.study.spec import StudySpec, parse_spec
 
-MEMORY_BUNDLE = {"memory": 1 << 20}
-"""The trial process's own bundle when it only waits on its runs: 1 MiB of logical
-memory, because a bundle cannot be empty and a CPU would idle."""
+KEPT_RUN_FILES = ("model.pt", "features.parquet")
+"""What a finished run keeps with ``keep: final``: what an evaluation and the report need."""
 
 
 class StudyExistsError(FileExistsError):
@@ -34,9 +45,111 @@ class StudyExistsError(FileExistsError):
 class StudyFinishedError(StudyExistsError):
     """The directory holds this very study and every trial of it has ended: nothing to run."""
 
-    def __init__(self, message: str, path: Path) -> None:
+    def __init__(self, message: str, path: str) -> None:
         super().__init__(message)
         self.path = path
+
+
+class StudyDir:
+    """One study directory: its files, read and written whole through a FileStore."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.store = FileStore(location)
+        self.location = self.store.root
+
+    def __str__(self) -> str:
+        return self.location
+
+    def __repr__(self) -> str:
+        return f"StudyDir({self.location!r})"
+
+    @property
+    def remote(self) -> bool:
+        return self.store.remote
+
+    @property
+    def path(self) -> Path:
+        """The local directory (local studies only)."""
+        return self.store.local_path()
+
+    def is_study(self) -> bool:
+        return self.store.exists(STUDY_FILE) or self.store.exists(SPEC_FILE)
+
+    def legacy(self) -> bool:
+        """A study written by cmcl 0.1 on Ray Tune (its state in tune/ and trials/)."""
+        return self.store.exists(LEGACY_TUNE_DIR) or bool(self.store.list(LEGACY_TRIALS_DIR))
+
+    # -- the study's files -----------------------------------------------------------
+    def read_meta(self) -> dict[str, Any]:
+        """study.json, or a FileNotFoundError naming what a study directory holds."""
+        meta = self.store.read_json(STUDY_FILE)
+        if meta is None:
+            raise FileNotFoundError(
+                f"{self.location} is not a study directory (no readable {STUDY_FILE}; "
+                "`cmcl study run` writes one)"
+            )
+        return meta
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        self.store.write_json(STUDY_FILE, dict(meta))
+
+    def read_spec(self) -> StudySpec:
+        import yaml
+
+        text = self.store.read_bytes(SPEC_FILE)
+        if text is None:
+            raise FileNotFoundError(f"{self.store.uri(SPEC_FILE)} is missing")
+        return parse_spec(yaml.safe_load(text), source=self.store.uri(SPEC_FILE))
+
+    def read_state(self) -> StudyState | None:
+        data = self.store.read_json(STATE_FILE)
+        return None if data is None else StudyState.from_dict(data)
+
+    def write_state(self, state: StudyState) -> None:
+        self.store.write_json(STATE_FILE, state.to_dict())
+
+    def write_driver(self, state: str) -> None:
+        """driver.json: how the last driver stands: running, finished, interrupted or failed."""
+        import os
+        import socket
+
+        self.store.write_json(
+            DRIVER_FILE,
+            {"pid": os.getpid(), "host": socket.gethostname(), "state": state, "time": time.time()},
+        )
+
+    def read_driver(self) -> dict[str, Any] | None:
+        return self.store.read_json(DRIVER_FILE)
+
+    def has_progress(self) -> bool:
+        """Whether a driver already started the study (anything beyond spec and study.json)."""
+        return self.store.exists(STATE_FILE) or bool(self.store.list(SUMMARIES_DIR))
+
+    def journal(self) -> str:
+        """The default Optuna storage: a journal file in a local study directory."""
+        return str(self.store.local_path(JOURNAL_FILE))
+
+    # -- runs ------------------------------------------------------------------------
+    def run_location(self, run: str) -> str:
+        return self.store.uri(run_dir(run))
+
+    def run_dir_names(self) -> list[str]:
+        return self.store.list_dirs(RUNS_DIR)
+
+    def prune_run(self, run: str, keep: tuple[str, ...] = KEPT_RUN_FILES) -> int:
+        """Delete every file of a run's directory but ``keep``; returns the bytes freed."""
+        base = run_dir(run)
+        freed = 0
+        for entry in self.store.list(base, recursive=True):
+            if entry.path.rsplit("/", 1)[-1] not in keep or "/" in entry.path[len(base) + 1 :]:
+                self.store.delete(entry.path)
+                freed += entry.size
+        if not self.remote:
+            # Empty checkpoint directories stay on a filesystem (an object store has none).
+            for child in sorted(self.path.joinpath(base).glob("**/*"), reverse=True):
+                if child.is_dir() and not any(child.iterdir()):
+                    child.rmdir()
+        return freed
 
 
 def expected_trials(spec: StudySpec) -> int:
@@ -48,11 +161,15 @@ def runs_per_trial(spec: StudySpec) -> int:
     return pairs * len(spec.seeds)
 
 
-def _spec_text(spec: StudySpec, source: str | None) -> str:
+def expected_runs(spec: StudySpec) -> int:
+    return expected_trials(spec) * runs_per_trial(spec)
+
+
+def _spec_text(spec: StudySpec, source: str | None) -> bytes:
     import yaml
 
     header = f"# validated by cmcl {__version__}" + (f" from {source}" if source else "") + "\n"
-    return header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)
+    return (header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)).encode()
 
 
 def create_study_dir(
@@ -62,7 +179,7 @@ def create_study_dir(
     overrides: RunOverrides | None = None,
     source: str | None = None,
     synthetic: bool = False,
-) -> Path:
+) -> StudyDir:
     """Make ``<storage>/<spec.name>`` with spec.yaml and study.json.
 
     Args:
@@ -72,28 +189,28 @@ def create_study_dir(
         StudyExistsError: the directory already holds a study (the same one:
             resume it; another one: choose another storage or name).
     """
-    path = study_dir(storage, spec.name)
+    study = StudyDir(study_location(storage, spec.name))
     options = {k: dict(v) for k, v in (overrides or {}).items()}
-    if (path / STUDY_FILE).exists() or (path / SPEC_FILE).exists():
-        old_spec, old_meta = load_study_dir(path)
+    if study.is_study():
+        old_spec, old_meta = study.read_spec(), study.read_meta()
         if old_spec == spec and old_meta.get("run_overrides", {}) == options:
-            _refuse_finished(path)
+            _refuse_finished(study)
             raise StudyExistsError(
-                f"{path} already holds this study; continue it with `cmcl study resume {path}`"
+                f"{study} already holds this study; continue it with `cmcl study resume {study}`"
             )
         differ = sorted(k for k, v in spec.to_dict().items() if old_spec.to_dict().get(k) != v)
         if old_meta.get("run_overrides", {}) != options:
             differ.append("command-line settings (--root/--features/--splits/--set)")
         raise StudyExistsError(
-            f"{path} holds a different study named {spec.name!r} (differs in: "
+            f"{study} holds a different study named {spec.name!r} (differs in: "
             f"{', '.join(differ)}); choose another --storage or rename the study"
         )
-    path.mkdir(parents=True, exist_ok=True)
-    (path / SPEC_FILE).write_text(_spec_text(spec, source))
+    study.store.write_bytes(SPEC_FILE, _spec_text(spec, source))
     meta = {
         "name": spec.name,
         "description": spec.description,
         "cmcl_version": __version__,
+        "layout": 2,
         "created": time.time(),
         "source_file": source,
         "synthetic": synthetic,
@@ -106,110 +223,38 @@ def create_study_dir(
         "oracle": spec.oracle,
         "searcher": spec.searcher,
         "trials": expected_trials(spec),
+        "runs": expected_runs(spec),
         "seeds": list(spec.seeds),
         "tables": list(spec.tables),
         "run_overrides": options,
     }
-    write_json(path / STUDY_FILE, meta)
-    return path
+    if spec.searcher == "optuna":
+        # Unique per directory: two studies of one name must not share an Optuna study in a
+        # database they share.
+        meta["optuna_study"] = f"{spec.name}-{uuid.uuid4().hex[:8]}"
+    study.write_meta(meta)
+    return study
 
 
-def _refuse_finished(path: Path) -> None:
-    """Raise :class:`StudyFinishedError` if every trial of the study at ``path`` has ended well."""
+def _refuse_finished(study: StudyDir) -> None:
+    """Raise :class:`StudyFinishedError` if every trial of the study has ended well."""
     from cmcl.study.status import study_status
 
-    counts = study_status(path).counts
+    counts = study_status(study).counts
     if counts["pending"] or counts["running"] or counts["errored"]:
         return
     raise StudyFinishedError(
-        f"{path} already holds this study, and every trial has ended: nothing to run "
-        f"(`cmcl report {path}` reads it; to run it again, move the directory away)",
-        path,
+        f"{study} already holds this study, and every trial has ended: nothing to run "
+        f"(`cmcl report {study}` reads it; to run it again, move the directory away)",
+        study.location,
     )
 
 
-def load_study_dir(path: str | Path) -> tuple[StudySpec, dict[str, Any]]:
-    """(spec, study.json) of an existing study directory."""
-    path = Path(path)
-    meta = read_study(path)
-    return load_spec(path / SPEC_FILE), meta
-
-
-def plan_resources(
-    spec: StudySpec,
-    cluster: Mapping[str, float],
-    *,
-    max_concurrent: int | None = None,
-    overrides: RunOverrides | None = None,
-) -> dict[str, Any]:
-    """How many runs at once, how many trials at once, and what a trial reserves, on ``cluster``.
-
-    A fraction of a GPU per worker (one-worker feature-mode runs) packs several
-    runs on each GPU, counted as Ray counts (cmcl/study/resources.py).
-
-    Args:
-        cluster: the cluster's total resources (``{"CPU": 8.0, "GPU": 2.0}``).
-        max_concurrent: overrides ``spec.max_concurrent``.
-        overrides: per-benchmark command-line settings (``--root`` selects video mode,
-            where a run needs a whole GPU).
-
-    Returns ``{"parallel_runs", "max_concurrent", "runs_at_once", "per_run", "bundles",
-    "pool", "cluster"}``: ``parallel_runs`` is how many runs a trial has submitted at
-    a time (all of them unless ``resources.parallel_runs`` says fewer);
-    ``runs_at_once`` the study's runs at once (the slots, at most ``parallel_runs`` x
-    ``max_concurrent``); ``per_run`` what one run reserves; ``bundles`` the trial's
-    own placement group (a token: its process only waits on its runs); ``pool``
-    whether the runs are Ray tasks scheduled on the cluster's free slots (one-worker
-    runs) rather than run by the trial itself (Ray Train runs).
-
-    Raises:
-        ValueError: resources no run can use (:func:`check_resources`) or a cluster
-            that holds no run.
-    """
-    check_resources(spec, overrides)
-    res = spec.resources
-    per_run = {"CPU": res.cpus_per_worker * res.workers, "GPU": res.gpus_per_worker * res.workers}
-    slots = runs_held(
-        cluster,
-        workers=res.workers,
-        cpus_per_worker=res.cpus_per_worker,
-        gpus_per_worker=res.gpus_per_worker,
-    )
-    need = f"{per_run['CPU']:g} CPU and {per_run['GPU']:g} GPU"
-    have = ", ".join(f"{cluster.get(k, 0.0):g} {k}" for k in per_run)
-    if slots < 1:
-        raise ValueError(
-            f"one run needs {need} (resources: workers x cpus/gpus_per_worker); "
-            f"the cluster has {have}"
-        )
-    runs = runs_per_trial(spec)
-    if res.workers > 1:
-        # A Ray Train run sizes its own workers' placement group; a trial runs its
-        # runs one after another, so as many trials as the cluster holds runs.
-        parallel, pool = 1, False
-        default_concurrent = max(1, slots)
-    else:
-        # Runs, not trials, fill the slots: a trial reserves only a token for its own
-        # process and submits its runs as Ray tasks outside its placement group, so
-        # Ray starts a run, of whichever trial, as soon as a slot is free. Twice the
-        # trials the slots need keep a slots' worth of runs queued behind the running
-        # ones, so that when runs end together their slots refill at once while the
-        # ended trials' successors start (Tune takes seconds to start a trial).
-        parallel, pool = min(runs, res.parallel_runs or runs), True
-        default_concurrent = 2 * math.ceil(slots / parallel)
-    concurrent = min(
-        max_concurrent or spec.max_concurrent or default_concurrent,
-        max(1, expected_trials(spec)),
-    )
-    return {
-        "parallel_runs": parallel,
-        "max_concurrent": concurrent,
-        "runs_at_once": min(slots, parallel * concurrent),
-        "per_run": per_run,
-        "bundles": [dict(MEMORY_BUNDLE)],
-        "pool": pool,
-        "cluster": dict(cluster),
-    }
+def load_study_dir(location: str | Path) -> tuple[StudyDir, StudySpec, dict[str, Any]]:
+    """(directory, spec, study.json) of an existing study directory."""
+    study = StudyDir(location)
+    meta = study.read_meta()
+    return study, study.read_spec(), meta
 
 
 def adaptation_evaluations(spec: StudySpec, overrides: RunOverrides | None = None) -> int:
@@ -240,7 +285,7 @@ def command_line_overrides(
 
     A data location is ``DIR`` (every benchmark of the study) or
     ``BENCHMARK=DIR`` (a real benchmark's name also addresses its synthetic
-    twin); paths become absolute, because trials run in other working
+    twin); paths become absolute, because runs start in other working
     directories. ``--root`` selects video mode (``model.backbone: i3d``).
     ``assignments`` (``--set KEY=VALUE``) apply to every benchmark; a key the
     study searches or controls is an error. Every benchmark's result is
@@ -297,3 +342,21 @@ def command_line_overrides(
                 f"command-line settings for {benchmark}: {str(error).strip(chr(34))}"
             ) from None
     return overrides
+
+
+__all__ = [
+    "KEPT_RUN_FILES",
+    "RESULTS_DIR",
+    "RUNS_DIR",
+    "SUMMARIES_DIR",
+    "StudyDir",
+    "StudyExistsError",
+    "StudyFinishedError",
+    "adaptation_evaluations",
+    "command_line_overrides",
+    "create_study_dir",
+    "expected_runs",
+    "expected_trials",
+    "load_study_dir",
+    "runs_per_trial",
+]

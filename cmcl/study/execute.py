@@ -1,39 +1,58 @@
-"""Running one run of a study trial in this process (no Ray): engine + result files + events.
+"""One run of a study, in the process that trains it: the engine, its files, its events.
 
-A run's directory is ``<study>/runs/<run_id>/``; it resumes from its newest
-checkpoint there, so a trial restarted after a crash continues where the run
-stopped. After every evaluation the run's whole history is rewritten to
-``<study>/results/evals-<run_id>.parquet`` (atomically), so a resumed run
-never duplicates rows. ``sink`` receives small events for the trial to
-aggregate: every evaluation (the ones before a resume too) and the summary.
+The driver hands a :class:`RunJob` to a worker (cmcl/ray/executor.py) which
+calls :func:`execute_run`; the run reports to the driver through ``emit``:
+
+* ``{"kind": "started", "done_steps", "total_steps"}`` when training starts
+  (``done_steps`` > 0: it continues from a checkpoint);
+* ``{"kind": "evaluation", "index", "row"}`` for every evaluation (1-based
+  ``index``; a restarted run first sends again the evaluations up to its
+  checkpoint, which the driver already has: it keeps one row per index);
+* ``{"kind": "finished", "summary", "history", "has_features", "has_weights",
+  "extra"}`` at the end, with the run's whole history.
+
+The run's directory is ``<study>/runs/<run_id>``. On a local or shared
+filesystem the engine writes there directly. In an object store the engine
+writes to a scratch directory on the worker's node, and :class:`RunFiles`
+uploads what it writes (the metrics after every evaluation, each checkpoint,
+the final files) and, before a restart, downloads the newest checkpoint.
+Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import tempfile
+import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cmcl.config import RunConfig
 from cmcl.engine.reporting import Reporter
-from cmcl.study.naming import results_file, run_dir, run_id
-from cmcl.study.plan import RunOverrides, TrialPlan, run_config
-from cmcl.study.records import write_run_results
-from cmcl.study.spec import METRICS, StudySpec
+from cmcl.filestore import FileStore, is_uri
+from cmcl.study.spec import Resources
 
-Event = dict[str, Any]
-"""``{"kind": "evaluation", "run_id", "index", "stage", "step", "metrics"}`` or
-``{"kind": "summary", "run_id", "summary"}``; ``metrics``/``summary`` hold the selection metrics."""
-Sink = Callable[[Event], None]
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+CHECKPOINTS = "checkpoints"
+RESULT_FILES = ("metrics.parquet", "summary.json", "features.parquet", "model.pt", "config.json")
+
+
+class RunStopped(Exception):
+    """The driver stopped the run (ASHA, or its trial ended): it ends at the next step."""
 
 
 @dataclass(frozen=True)
 class RunJob:
-    """Everything a process needs to run one run of a trial (picklable, JSON-able)."""
+    """Everything a worker needs to run one run (crosses the process boundary pickled)."""
 
     study: str
-    study_dir: str
+    location: str
+    """The run's directory: a local path or a URI."""
     trial_id: str
     run_id: str
     benchmark: str
@@ -41,140 +60,142 @@ class RunJob:
     seed: int
     method: str
     variant: str | None
-    config: dict[str, Any]
-    """``RunConfig.to_dict()`` with ``out`` set to the run directory."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunJob:
-        return cls(**data)
+    config: RunConfig
+    """The run's settings, ``out`` not set (the worker sets it)."""
+    resources: Resources = field(default_factory=Resources)
 
 
-def trial_jobs(
-    spec: StudySpec,
-    plan: TrialPlan,
-    *,
-    trial_id: str,
-    study_dir: Path,
-    overrides: RunOverrides | None = None,
-) -> list[RunJob]:
-    """The runs of one trial, in :meth:`TrialPlan.runs` order."""
-    jobs = []
-    for run in plan.runs():
-        rid = run_id(trial_id, run.pair, run.seed)
-        config = run_config(spec, plan, run, overrides=overrides, out=str(run_dir(study_dir, rid)))
-        jobs.append(
-            RunJob(
-                study=spec.name,
-                study_dir=str(study_dir),
-                trial_id=trial_id,
-                run_id=rid,
-                benchmark=run.benchmark,
-                pair=run.pair,
-                seed=run.seed,
-                method=plan.method,
-                variant=plan.variant,
-                config=config.to_dict(),
-            )
-        )
-    return jobs
+class RunFiles:
+    """Where the engine writes a run's files, and their way to the run's directory.
 
+    Args:
+        location: the run's directory (a local path or a URI).
+        scratch: where the engine writes when ``location`` is an object store
+            (default: a directory under the system's temporary directory).
+    """
 
-def _selection(row: dict[str, Any]) -> dict[str, float]:
-    return {k: float(row[k]) for k in METRICS if k in row and row[k] is not None}
+    def __init__(self, location: str, *, scratch: Path | None = None) -> None:
+        self.store = FileStore(location)
+        if not self.store.remote:
+            self.out = self.store.local_path()
+        else:
+            digest = hashlib.sha1(location.encode()).hexdigest()[:12]
+            base = scratch or Path(tempfile.gettempdir()) / "cmcl-runs"
+            self.out = base / f"{digest}-{location.rsplit('/', 1)[-1]}"
+        self.uploaded: set[str] = set()
 
+    @property
+    def remote(self) -> bool:
+        return self.store.remote
 
-class RunRecorder:
-    """A run's evaluations -> its result file (rewritten whole) and the trial's events."""
+    def fetch(self) -> None:
+        """Before training: the newest complete checkpoint and the metrics from storage,
+        unless this node's scratch directory already holds that checkpoint."""
+        if not self.remote:
+            return
+        names = self.remote_checkpoints()
+        if not names:
+            return
+        newest = names[-1]
+        local = self.out / CHECKPOINTS / newest
+        if not (local / "state.pt").exists():
+            for entry in self.store.list(f"{CHECKPOINTS}/{newest}"):
+                self.store.download(entry.path, self.out / entry.path)
+        for name in ("metrics.parquet", "config.json"):
+            self.store.download(name, self.out / name)
+        self.uploaded.add(newest)
 
-    def __init__(self, job: RunJob, config: RunConfig, sink: Sink) -> None:
-        self.job = job
-        self.sink = sink
-        self.path = results_file(Path(job.study_dir), job.run_id)
-        self.settings = config.flat()
-        self.history: list[dict[str, Any]] = []
-        self.identity = {
-            "study": job.study,
-            "trial_id": job.trial_id,
-            "run_id": job.run_id,
-            "benchmark": job.benchmark,
-            "pair": job.pair,
-            "method": job.method,
-            "seed": job.seed,
-            "variant": job.variant or "",
-        }
+    def remote_checkpoints(self) -> list[str]:
+        """Complete checkpoints on storage (meta.json is written after state.pt), oldest first."""
+        found = {e.path.split("/")[1] for e in self.store.list(CHECKPOINTS, recursive=True)}
+        return sorted(n for n in found if self.store.exists(f"{CHECKPOINTS}/{n}/meta.json"))
 
-    def add(self, row: dict[str, Any]) -> None:
-        """The run's next evaluation."""
-        self.history.append(row)
-        write_run_results(self.path, self.history, identity=self.identity, settings=self.settings)
-        self.sink(
-            {
-                "kind": "evaluation",
-                "run_id": self.job.run_id,
-                "index": len(self.history),
-                "stage": row["stage"],
-                "step": int(row["step"]),
-                "metrics": _selection(row),
-            }
-        )
+    def after_evaluation(self, checkpoint: Path | None, keep: int) -> None:
+        """Upload the metrics, and the checkpoint just written (state first, meta last, so a
+        checkpoint on storage with its meta.json is complete); drop those beyond ``keep``."""
+        if not self.remote:
+            return
+        self.store.upload(self.out / "metrics.parquet", "metrics.parquet")
+        if checkpoint is None or checkpoint.name in self.uploaded:
+            return
+        files = sorted(checkpoint.iterdir(), key=lambda p: p.name == "meta.json")
+        for path in files:
+            self.store.upload(path, f"{CHECKPOINTS}/{checkpoint.name}/{path.name}")
+        self.uploaded.add(checkpoint.name)
+        for old in self.remote_checkpoints()[:-keep]:
+            self.store.delete_dir(f"{CHECKPOINTS}/{old}")
 
-    def extend(self, rows: list[dict[str, Any]]) -> None:
-        """The run's whole history so far: adds the rows not seen yet.
-
-        A restarted run recomputes the evaluations after its checkpoint with the
-        same numbers, so rows already seen are not added again.
-        """
-        for row in rows[len(self.history) :]:
-            self.add(row)
-
-    def finish(self, summary: dict[str, Any]) -> None:
-        self.sink({"kind": "summary", "run_id": self.job.run_id, "summary": _selection(summary)})
+    def at_end(self) -> None:
+        if not self.remote:
+            return
+        for name in RESULT_FILES:
+            if (self.out / name).is_file():
+                self.store.upload(self.out / name, name)
 
 
 class StudyRunReporter(Reporter):
-    """Engine hooks -> :class:`RunRecorder` (in-process runs)."""
+    """Engine hooks -> the driver's events; stops at the next step once ``stop`` is set."""
 
-    def __init__(self, job: RunJob, config: RunConfig, sink: Sink) -> None:
-        self.recorder = RunRecorder(job, config, sink)
-        self.run_dir = Path(config.out) if config.out else None
+    def __init__(self, *, emit: Emit, files: RunFiles, keep: int, stop: threading.Event):
+        self.emit = emit
+        self.files = files
+        self.keep = keep
+        self.stop = stop
+        self.index = 0
 
     def on_start(self, *, total_steps: int, done_steps: int, is_chief: bool) -> None:
-        # A resumed run: the evaluations up to its checkpoint are in metrics.parquet
-        # (rows after the checkpoint will be recomputed, identically).
-        if done_steps == 0 or self.run_dir is None:
-            return
-        earlier = read_history(self.run_dir)
-        self.recorder.extend([row for row in earlier if row["global_step"] <= done_steps])
+        self.emit({"kind": "started", "done_steps": done_steps, "total_steps": total_steps})
+        if done_steps:
+            # The evaluations up to the checkpoint (those after it are recomputed, identically).
+            for row in read_history(self.files.out):
+                if row["global_step"] <= done_steps:
+                    self.index += 1
+                    self.emit({"kind": "evaluation", "index": self.index, "row": row})
+
+    def on_step(self, *, global_step: int) -> None:
+        if self.stop.is_set():
+            raise RunStopped(f"stopped by the study at step {global_step}")
 
     def on_evaluation(
         self, metrics: dict[str, Any], *, checkpoint: Path | None, is_chief: bool
     ) -> None:
-        if is_chief:
-            self.recorder.add(dict(metrics))
-
-    def on_end(self, summary: dict[str, Any], *, is_chief: bool) -> None:
-        if is_chief:
-            self.recorder.finish(summary)
+        if not is_chief:
+            return
+        self.files.after_evaluation(checkpoint, self.keep)
+        self.index += 1
+        self.emit({"kind": "evaluation", "index": self.index, "row": dict(metrics)})
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     """The rows of a run directory's metrics.parquet ([] when there is none yet)."""
     import pandas as pd
 
-    path = run_dir / "metrics.parquet"
+    path = Path(run_dir) / "metrics.parquet"
     if not path.exists():
         return []
     return pd.read_parquet(path).to_dict("records")
 
 
-def execute_run(job: RunJob, sink: Sink, *, threads: int | None = None) -> dict[str, Any]:
+def end_of_run_numbers(run_dir: Path) -> dict[str, float]:
+    """Per-run numbers the report would otherwise compute from the feature dump
+    (cross-domain retrieval accuracy), computed once here; {} when there is no dump."""
+    path = Path(run_dir) / "features.parquet"
+    if not path.exists():
+        return {}
+    try:
+        from cmcl.report.features import retrieval_metrics
+    except ImportError:  # a report layer without it: the report computes them itself
+        return {}
+    return retrieval_metrics(path)
+
+
+def execute_run(
+    job: RunJob, emit: Emit, *, stop: threading.Event | None = None, threads: int | None = None
+) -> dict[str, Any]:
     """Train (or finish) one run in this process; returns the engine's summary.
 
-    Raises whatever the engine raises (NonFiniteLossError, FileNotFoundError,
-    out of memory): the caller marks the trial errored.
+    Raises whatever the engine raises (NonFiniteLossError, FileNotFoundError, out of
+    memory) and :class:`RunStopped` when ``stop`` is set.
     """
     from cmcl.engine import fit
     from cmcl.engine.checkpoint import latest_checkpoint
@@ -183,12 +204,37 @@ def execute_run(job: RunJob, sink: Sink, *, threads: int | None = None) -> dict[
         import torch
 
         torch.set_num_threads(max(1, threads))
-    config = RunConfig.from_dict(job.config)
-    resume = "auto" if latest_checkpoint(config.out) is not None else None
+    files = RunFiles(job.location)
+    files.fetch()
+    config = job.config.replace({"out": str(files.out)})
+    resume = "auto" if latest_checkpoint(files.out) is not None else None
     config = config.replace({"resume": resume})
-    return fit(
-        config, StudyRunReporter(job, config, sink), data=shared_feature_data(config)
-    ).summary
+    reporter = StudyRunReporter(
+        emit=emit,
+        files=files,
+        keep=config.train.keep_checkpoints,
+        stop=stop or threading.Event(),
+    )
+    summary = fit(config, reporter, data=shared_feature_data(config)).summary
+    files.at_end()
+    emit(
+        {
+            "kind": "finished",
+            "summary": summary,
+            "history": read_history(files.out),
+            "has_features": (files.out / "features.parquet").is_file(),
+            "has_weights": (files.out / "model.pt").is_file(),
+            "extra": end_of_run_numbers(files.out),
+        }
+    )
+    return summary
+
+
+def execute_distributed_run(job: RunJob, emit: Emit, *, stop: threading.Event) -> None:
+    """A run on ``job.resources.workers`` Ray Train workers (cmcl/ray/study_train.py)."""
+    from cmcl.ray.study_train import run_on_trainer
+
+    run_on_trainer(job, emit, stop=stop)
 
 
 _FEATURE_DATA: dict[tuple, Any] = {}
@@ -198,12 +244,12 @@ _FEATURE_DATA: dict[tuple, Any] = {}
 def shared_feature_data(config: RunConfig):
     """The feature-mode :class:`~cmcl.data.base.PairData` of ``config``, built once per process.
 
-    A pooled study runs many runs in each Ray worker process; those of one pair
-    read the same store, so loading it again (about 1.3 s for an EPIC-sized
-    synthetic pair) would be slot time spent on nothing. The data is read-only
-    during training (batches are drawn from seeds and steps, not from state in
-    the data), so runs that share it compute exactly what they would alone.
-    Video mode (frames through DataLoader workers) is built per run: None.
+    A worker process runs many runs of a study; those of one pair read the same
+    store, so loading it again (about 1.3 s for an EPIC-sized synthetic pair)
+    would be slot time spent on nothing. The data is read-only during training
+    (batches are drawn from seeds and steps, not from state in the data), so runs
+    that share it compute exactly what they would alone. Video mode (frames
+    through DataLoader workers) is built per run: None.
     """
     if config.model.backbone == "i3d":
         return None
@@ -211,7 +257,7 @@ def shared_feature_data(config: RunConfig):
 
     store = config.data.features
     stamp = None
-    if store is not None:
+    if store is not None and not is_uri(store):
         meta = Path(store) / "meta.json"
         stamp = meta.stat().st_mtime_ns if meta.exists() else None
     key = (config.data.benchmark, config.data.pair, store, stamp, config.data.sampling)

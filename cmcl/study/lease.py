@@ -89,31 +89,50 @@ def _process_identity(pid: int) -> str | None:
     return f"{boot}:{fields[19]}"
 
 
-def read_lease(study: str | Path) -> Holder | None:
-    """The lease's holder; None when the study has no lease.
+def holder_from_json(data: bytes, *, fallback_time: float) -> Holder:
+    """The holder a lease file's bytes name. An unreadable lease (a disk error, a hand-edited
+    file) reads as a holder on host ``?`` whose heartbeat is ``fallback_time``."""
+    try:
+        item = json.loads(data)
+        return Holder(
+            host=str(item["host"]),
+            pid=int(item["pid"]),
+            start=item.get("start"),
+            token=str(item["token"]),
+            acquired=float(item["acquired"]),
+            heartbeat=float(item["heartbeat"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return Holder(
+            host="?", pid=0, start=None, token="", acquired=fallback_time, heartbeat=fallback_time
+        )
 
-    An unreadable lease (a disk error, a hand-edited file) reads as a holder
-    on host ``?`` whose heartbeat is the file's modification time.
-    """
+
+def read_lease(study: str | Path) -> Holder | None:
+    """The holder of a local study's lease; None when the study has no lease."""
     path = Path(study) / LEASE_FILE
     try:
-        data = json.loads(path.read_text())
-        return Holder(
-            host=str(data["host"]),
-            pid=int(data["pid"]),
-            start=data.get("start"),
-            token=str(data["token"]),
-            acquired=float(data["acquired"]),
-            heartbeat=float(data["heartbeat"]),
-        )
+        data = path.read_bytes()
+        mtime = path.stat().st_mtime
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError):
-        try:
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            return None
-        return Holder(host="?", pid=0, start=None, token="", acquired=mtime, heartbeat=mtime)
+    except OSError:
+        data, mtime = b"", time.time()
+    return holder_from_json(data, fallback_time=mtime)
+
+
+def busy_message(study: str | Path, holder: Holder) -> str:
+    """Why a second driver is refused, whose lease it is and what the user can do."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.acquired))
+    where = "this machine" if holder.host == socket.gethostname() else holder.host
+    return (
+        f"{study} is being run by another driver ({holder.describe()}, since "
+        f"{since}); a study has one driver at a time. Follow it with `cmcl study status "
+        f"{study}`. To stop it, press Ctrl-C in its terminal (or `kill -INT "
+        f"{holder.pid}` on {where}); once it has ended, `cmcl study resume {study}` "
+        f"continues the study. A driver whose machine is down loses its lease "
+        f"{LEASE_TIMEOUT_S:.0f} s after its last heartbeat."
+    )
 
 
 def gone_reason(holder: Holder, *, now: float | None = None) -> str | None:
@@ -253,16 +272,7 @@ class StudyLease:
             guard.unlink(missing_ok=True)
 
     def _busy_message(self, holder: Holder) -> str:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.acquired))
-        where = "this machine" if holder.host == socket.gethostname() else holder.host
-        return (
-            f"{self.study} is being run by another driver ({holder.describe()}, since "
-            f"{since}); a study has one driver at a time. Follow it with `cmcl study status "
-            f"{self.study}`. To stop it, press Ctrl-C in its terminal (or `kill -INT "
-            f"{holder.pid}` on {where}); once it has ended, `cmcl study resume {self.study}` "
-            f"continues the study. A driver whose machine is down loses its lease "
-            f"{LEASE_TIMEOUT_S:.0f} s after its last heartbeat."
-        )
+        return busy_message(self.study, holder)
 
     # -- heartbeat -----------------------------------------------------------------------
     def refresh(self) -> bool:

@@ -61,6 +61,7 @@ def study_overrides(
     seeds: str | None = None,
     pairs: str | None = None,
     methods: str | None = None,
+    optuna_storage: str | None = None,
     assignments: Sequence[str] = (),
 ) -> list[StudyOverride]:
     """The changes ``--trials``, ``--seeds``, ``--pairs``, ``--methods`` and ``--study-set``
@@ -77,6 +78,9 @@ def study_overrides(
         changes.append(
             StudyOverride("trials", _yaml(trials, f"--trials {trials}"), f"--trials {trials}")
         )
+    if optuna_storage is not None:
+        shown = "--optuna-storage URL"  # not echoed: a URL may hold a password
+        changes.append(StudyOverride("optuna_storage", optuna_storage, shown))
     for option, key, text in (
         ("--seeds", "seeds", seeds),
         ("--pairs", "pairs", pairs),

@@ -131,14 +131,5 @@ def run_config(
 
 
 def evaluation_schedule(train: TrainConfig) -> list[tuple[str, int]]:
-    """(stage, step) of every evaluation a run makes, as cmcl.engine.trainer does it.
-
-    The trainer evaluates after step ``s`` of a stage when ``s`` is a multiple
-    of ``eval_every`` or of ``checkpoint_every``, and after the stage's last step.
-    """
-    schedule = []
-    for stage, steps in (("warmup", train.warmup_steps), ("adapt", train.steps)):
-        for done in range(1, steps + 1):
-            if done % train.eval_every == 0 or done % train.checkpoint_every == 0 or done == steps:
-                schedule.append((stage, done))
-    return schedule
+    """(stage, step) of every evaluation a run makes: :meth:`TrainConfig.evaluation_schedule`."""
+    return train.evaluation_schedule()

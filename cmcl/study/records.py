@@ -1,110 +1,136 @@
-"""The study directory's own files: per-run result tables, trial records, study.json.
+"""The driver's records of a study: each trial and each of its runs, in ``state.json``.
 
-Everything here is plain files (JSON, Parquet) written atomically (a temporary
-name, then a rename), so a reader never sees half a file and a killed writer
-leaves the previous version. Nothing imports torch or ray.
+The driver that holds the study's lease keeps these records in memory and
+writes them whole (one atomic write or PUT) at most about once a second and
+when it stops; ``cmcl study status`` reads the file and nothing else. The
+records are the driver's view, not the only copy of any result: an ended
+run's numbers are in ``results/`` and ``summaries/`` (cmcl/results.py), the
+search's trials in the Optuna storage. A driver starting on a study rebuilds
+from those whatever the file lacks (a driver killed between two writes), so
+the file is never a second truth that must be kept in step. No torch, no Ray.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-import pandas as pd
-
-from cmcl.study.naming import STUDY_FILE, TRIALS_DIR, trial_file
-
 TRIAL_STATES = ("pending", "running", "done", "stopped", "errored")
-"""done: finished every run; stopped: ended early by the scheduler (ASHA); errored: failed."""
-IDENTITY = ("study", "trial_id", "run_id", "benchmark", "pair", "method", "seed", "variant")
+"""done: every run finished; stopped: ended early by ASHA; errored: a run failed for good."""
+RUN_STATES = ("pending", "queued", "running", "done", "stopped", "failed", "cancelled")
+"""queued: submitted, waiting for resources; failed: its code raised (or its node was lost) more often than the study allows;
+cancelled: its trial ended (stopped or errored) before the run did."""
+CAUSES = ("code", "node")
+"""Why a run attempt failed: its training code raised, or the infrastructure lost it
+(node, worker process or placement died)."""
+STATE_VERSION = 1
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+@dataclass
+class RunRecord:
+    run_id: str
+    benchmark: str
+    pair: str
+    seed: int
+    state: str = "pending"
+    attempts: int = 0
+    """Times the run was started."""
+    node_failures: int = 0
+    code_failures: int = 0
+    cause: str | None = None
+    """Of the last failure: ``code`` or ``node``."""
+    reason: str | None = None
+    evaluations: int = 0
+    resumed_from: int | None = None
+    """Global step the last attempt continued from (None: from the start)."""
+    saved: bool = False
+    """Its results are in results/ and summaries/ (set once they are written)."""
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("done", "stopped", "failed", "cancelled")
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    _atomic_write(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+@dataclass
+class TrialRecord:
+    trial_id: str
+    number: int
+    method: str
+    variant: str | None
+    pairs: list[list[str]]
+    """[benchmark, pair] of every pair the trial runs on."""
+    params: dict[str, Any]
+    """Searched settings by dotted key (``method.lam``)."""
+    names: dict[str, str]
+    """Dotted key -> the study file's name for it (``method.lam`` -> ``lambda``)."""
+    description: str
+    runs: list[RunRecord]
+    state: str = "pending"
+    value: float | None = None
+    per_pair: dict[str, float] = field(default_factory=dict)
+    per_benchmark: dict[str, float] = field(default_factory=dict)
+    last: float | None = None
+    """The selection metric at the latest complete round (mean over runs)."""
+    rounds: int = 0
+    adapt_evals: int = 0
+    rungs: dict[str, float] = field(default_factory=dict)
+    """ASHA: adaptation evaluations (as text) -> the value recorded at that rung."""
+    reason: str | None = None
+    told: bool = False
+    """The searcher (Optuna) has been told how the trial ended."""
+    created: float = field(default_factory=time.time)
+    ended_at: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("done", "stopped", "errored")
+
+    def run(self, run_id: str) -> RunRecord:
+        for run in self.runs:
+            if run.run_id == run_id:
+                return run
+        raise KeyError(f"trial {self.trial_id} has no run {run_id!r}")
+
+    def pair_names(self) -> list[str]:
+        return [pair for _, pair in self.pairs]
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The file's object, or None when it is missing or unreadable (being replaced)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+def _record(cls, data: dict[str, Any]):
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def write_run_results(
-    path: Path,
-    history: list[Mapping[str, Any]],
-    *,
-    identity: Mapping[str, Any],
-    settings: Mapping[str, Any],
-) -> None:
-    """Rewrite ``results/evals-<run_id>.parquet`` from a run's whole history.
-
-    Args:
-        history: every evaluation of the run so far (rows of its metrics.parquet).
-        identity: the :data:`IDENTITY` columns.
-        settings: ``RunConfig.flat()``; written as ``cfg.<key>`` columns.
-    """
-    missing = [k for k in IDENTITY if k not in identity]
-    if missing:
-        raise ValueError(f"identity lacks {', '.join(missing)}")
-    frame = pd.DataFrame(list(history))
-    n = len(frame)
-    columns: dict[str, Any] = {k: [identity[k]] * n for k in IDENTITY}
-    columns.update({f"cfg.{k}": [v] * n for k, v in settings.items()})
-    table = pd.concat([pd.DataFrame(columns), frame.reset_index(drop=True)], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(path)
+def trial_from_dict(data: dict[str, Any]) -> TrialRecord:
+    runs = [_record(RunRecord, r) for r in data.get("runs", [])]
+    return _record(TrialRecord, {**data, "runs": runs})
 
 
-def write_trial_record(study: Path, record: Mapping[str, Any]) -> None:
-    """``trials/<trial_id>.json``: the driver's view of one trial (see :func:`new_record`)."""
-    if record.get("state") not in TRIAL_STATES:
-        raise ValueError(f"trial state must be one of {TRIAL_STATES}; got {record.get('state')!r}")
-    write_json(trial_file(study, record["trial_id"]), {**record, "updated": time.time()})
+@dataclass
+class StudyState:
+    """Every trial the driver has created, in creation order, and the driver's bookkeeping."""
 
+    trials: dict[str, TrialRecord] = field(default_factory=dict)
+    sessions: int = 0
+    """Drivers that have run the study so far (this one included)."""
+    updated: float = 0.0
 
-def read_trial_records(study: Path) -> list[dict[str, Any]]:
-    """Every trial record, oldest trial first."""
-    records = [read_json(p) for p in sorted((study / TRIALS_DIR).glob("*.json"))]
-    return sorted((r for r in records if r), key=lambda r: (r.get("created", 0), r["trial_id"]))
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "sessions": self.sessions,
+            "updated": time.time(),
+            "trials": [asdict(t) for t in self.trials.values()],
+        }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyState:
+        state = cls(sessions=int(data.get("sessions", 0)), updated=float(data.get("updated", 0)))
+        for item in data.get("trials", []):
+            record = trial_from_dict(item)
+            state.trials[record.trial_id] = record
+        return state
 
-def new_record(trial_id: str, *, plan: Mapping[str, Any], runs: list[str]) -> dict[str, Any]:
-    """A trial record as the driver first writes it."""
-    return {
-        "trial_id": trial_id,
-        "state": "running",
-        "created": time.time(),
-        **plan,
-        "runs": runs,
-        "evaluations": 0,
-        "value": None,
-        "last": None,
-        "per_pair": {},
-        "reason": None,
-    }
-
-
-def read_study(study: Path) -> dict[str, Any]:
-    """study.json, or a FileNotFoundError naming what a study directory holds."""
-    meta = read_json(study / STUDY_FILE)
-    if meta is None:
-        raise FileNotFoundError(
-            f"{study} is not a study directory (no readable {STUDY_FILE}; `cmcl study run` "
-            "writes one)"
-        )
-    return meta
+    def run_owner(self, run_id: str) -> TrialRecord:
+        trial = run_id.partition("-")[0]
+        return self.trials[trial]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cmcl.common import METRICS, ORACLE_METRICS
 from cmcl.study._parse import Reader, StudySpecError
 
 __all__ = [
@@ -37,14 +38,6 @@ __all__ = [
     "read_study_file",
 ]
 
-METRICS = {
-    "target_acc": "max",
-    "source_val_acc": "max",
-    "target_entropy": "min",
-    "snd": "max",
-}
-"""Selection metrics and their direction; ``target_acc`` reads target labels (the oracle)."""
-ORACLE_METRICS = ("target_acc",)
 PAPER_TABLES = (
     "table2_ucf_hmdb",
     "table3_epic",
@@ -79,9 +72,14 @@ STUDY_KEYS = (
     "resources",
     "max_concurrent",
     "max_failures",
+    "node_failures",
     "storage",
+    "optuna_storage",
+    "keep",
     "tables",
 )
+KEEP = ("final", "all")
+"""What a finished run keeps: its final weights and feature dump, or every file and checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -90,12 +88,19 @@ class SearchParam:
 
     key: str
     """Canonical dotted key (``method.lam`` for ``lambda``)."""
+    name: str = ""
+    """The name the study file gives it (``lambda``, ``T``, ``method.tau``): what Optuna,
+    the records and the progress lines call it. Empty: the key."""
     values: tuple[Any, ...] | None = None
     low: float | None = None
     high: float | None = None
     log: bool = False
     step: float | None = None
     integer: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name or self.key
 
     def grid(self) -> tuple[Any, ...]:
         """The values a grid search visits (a range needs ``step``)."""
@@ -133,6 +138,9 @@ class Resources:
     cpus_per_worker: float = 1.0
     parallel_runs: int | None = None
     """Runs of one trial at once (None: as many as the cluster allows)."""
+    wait_timeout_s: float | None = None
+    """How long the study waits for a cluster too small for one of its runs before it stops
+    with an error (None: it waits, saying so every few minutes)."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,15 @@ class StudySpec:
     resources: Resources = Resources()
     max_concurrent: int | None = None
     max_failures: int = 0
+    """Retries of a run whose training code raised (a NaN, a bad file): none by default."""
+    node_failures: int = 3
+    """Restarts of a run lost to the infrastructure (its node, worker or placement died), each
+    from its newest checkpoint; separate from ``max_failures``."""
     storage: str | None = None
+    optuna_storage: str | None = None
+    """An Optuna RDB URL (postgresql://, mysql://, sqlite:///); None: a journal file in the
+    study directory (local or NFS studies only)."""
+    keep: str = "final"
     tables: tuple[str, ...] = ()
 
     @property
@@ -232,6 +248,7 @@ def parse_spec(data: Any, *, source: str = "study file") -> StudySpec:
 
 def _spec_to_dict(spec: StudySpec) -> dict[str, Any]:
     def search_entry(p: SearchParam) -> dict[str, Any]:
+        # Keyed by the study file's own name (see SearchParam.name).
         if p.values is not None:
             return {"values": list(p.values)}
         entry: dict[str, Any] = {"low": p.low, "high": p.high}
@@ -256,7 +273,7 @@ def _spec_to_dict(spec: StudySpec) -> dict[str, Any]:
             }
             for v in spec.variants
         ],
-        "search": {p.key: search_entry(p) for p in spec.search},
+        "search": {p.label: search_entry(p) for p in spec.search},
         "searcher": spec.searcher,
         "seeds": list(spec.seeds),
         "objective": spec.objective,
@@ -267,7 +284,10 @@ def _spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "resources": dataclasses.asdict(spec.resources),
         "max_concurrent": spec.max_concurrent,
         "max_failures": spec.max_failures,
+        "node_failures": spec.node_failures,
         "storage": spec.storage,
+        "optuna_storage": spec.optuna_storage,
+        "keep": spec.keep,
         "tables": list(spec.tables),
     }
     if spec.searcher == "optuna":

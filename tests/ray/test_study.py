@@ -1,20 +1,21 @@
-"""Studies on a private local Ray: a grid study where two trials fail (the rest completes).
+"""Studies on a private local Ray: failing trials, retries, a study that cannot run, ASHA.
 
 Runs are seconds long on the tiny feature store (tests/conftest.py). The
-slow tests (Optuna, ASHA, SIGKILL + resume) are in test_study_slow.py.
+driver's scheduling is tested on a simulated cluster (tests/study/test_driver.py);
+these tests run the real executor: Ray tasks, real engines, real result files.
+The slow ones (Optuna, SIGKILL + resume, two drivers, lost nodes) are in
+test_study_slow.py.
 """
 
 from __future__ import annotations
 
 import os
 
-import pandas as pd
 import pytest
 from conftest import tiny_overrides
 
-from cmcl.study.directory import create_study_dir
-from cmcl.study.naming import JOURNAL_FILE, TUNE_DIR, results_file
-from cmcl.study.records import read_trial_records
+from cmcl.results import RESULTS_DIR, SUMMARIES_DIR, read_dataset
+from cmcl.study.directory import StudyDir, create_study_dir
 from cmcl.study.spec import parse_spec
 from cmcl.study.status import format_status, study_status
 
@@ -42,7 +43,7 @@ def tiny_settings(store, **extra):
     return {k: v for k, v in settings.items() if k not in ("benchmark", "pair")}
 
 
-def variants_spec(name: str, store, *variants: dict):
+def variants_spec(name: str, store, *variants: dict, **keys):
     """A grid study of source_only on D2-D1 over ``variants`` on the tiny store."""
     return parse_spec(
         {
@@ -52,15 +53,19 @@ def variants_spec(name: str, store, *variants: dict):
             "methods": ["source_only"],
             "settings": tiny_settings(store),
             "variants": list(variants),
+            **keys,
         }
     )
+
+
+def _trials(path) -> dict:
+    state = StudyDir(path).read_state()
+    return {t.variant: t for t in state.trials.values()}
 
 
 def test_grid_study_records_failing_trials_and_completes_the_rest(
     private_ray, tiny_store, tmp_path
 ):
-    from ray import tune
-
     from cmcl.ray.study import run_study
 
     spec = variants_spec(
@@ -70,42 +75,42 @@ def test_grid_study_records_failing_trials_and_completes_the_rest(
         {"name": "nan", "settings": {"train.lr": 1e20}},
         {"name": "nostore", "settings": {"data.features": str(tmp_path / "missing")}},
     )
-    path = create_study_dir(spec, storage=tmp_path)
-    run_study(path, echo=False)
+    study = create_study_dir(spec, storage=tmp_path)
+    run_study(study.location, echo=False)
 
-    records = {r["variant"]: r for r in read_trial_records(path)}
-    assert {v: r["state"] for v, r in records.items()} == {
+    trials = _trials(study.location)
+    assert {v: t.state for v, t in trials.items()} == {
         "ok": "done",
         "nan": "errored",
         "nostore": "errored",
     }
-    assert (
-        "NonFiniteLossError: loss term 'total' is nan at warmup step 2" in records["nan"]["reason"]
-    )
-    assert records["nan"]["reason"].startswith(f"run {records['nan']['runs'][0]} failed")
-    assert "missing" in records["nostore"]["reason"]
-    ok = records["ok"]
-    assert ok["value"] is not None and ok["per_pair"] == {"D2-D1": ok["value"]}
+    nan = trials["nan"]
+    assert "NonFiniteLossError: loss term 'total' is nan at warmup step 2" in nan.reason
+    assert nan.reason.startswith(f"run {nan.runs[0].run_id} failed")
+    assert nan.runs[0].cause == "code"
+    assert "missing" in trials["nostore"].reason
+    ok = trials["ok"]
+    assert ok.value is not None and ok.per_pair == {"D2-D1": ok.value}
 
-    # Tune agrees (read without starting anything), and errors are errors there too.
-    grid = tune.Tuner.restore(str(path / TUNE_DIR), trainable="study_trial").get_results()
-    errors = {r.metrics.get("trial_id") or r.path.split("/")[-1]: r.error for r in grid}
-    assert len(errors) == 3 and sum(e is not None for e in errors.values()) == 2
-
-    frame = pd.read_parquet(results_file(path, ok["runs"][0]))
-    assert (
-        len(frame) == 7 and (frame["variant"] == "ok").all() and (frame["study"] == "failing").all()
-    )
+    evals = read_dataset(study.store, RESULTS_DIR).to_pandas()
+    assert len(evals) == 7 and (evals["variant"] == "ok").all()
+    assert (evals["study"] == "failing").all()
     # The value is the SPEC's: the mean of the last eval_last_k adaptation evaluations.
-    tail = frame[frame["stage"] == "adapt"]["target_acc"].tail(3)
-    assert ok["value"] == pytest.approx(tail.mean())
+    tail = evals[evals["stage"] == "adapt"]["target_acc"].tail(3)
+    assert ok.value == pytest.approx(tail.mean())
+    summaries = read_dataset(study.store, SUMMARIES_DIR).to_pandas()
+    assert list(summaries["state"]) == ["done"] and summaries["has_weights"].all()
+    # A finished run keeps its final weights and features, nothing else.
+    run_dir = study.path / "runs" / ok.runs[0].run_id
+    assert sorted(p.name for p in run_dir.iterdir()) == ["features.parquet", "model.pt"]
 
-    text = format_status(study_status(path))
+    text = format_status(study_status(study))
     assert "1 done" in text and "2 errored" in text and "NonFiniteLossError" in text
-    assert not (path / JOURNAL_FILE).exists()
+    assert "--retry-errored" in text
+    assert not (study.path / "optuna.journal").exists()
 
 
-def test_resume_runs_errored_trials_again_only_when_asked(private_ray, tiny_store, tmp_path):
+def test_resume_runs_failed_code_again_only_when_asked(private_ray, tiny_store, tmp_path):
     import shutil
 
     from cmcl.ray.study import run_study
@@ -117,74 +122,30 @@ def test_resume_runs_errored_trials_again_only_when_asked(private_ray, tiny_stor
         {"name": "ok"},
         {"name": "late", "settings": {"data.features": str(late)}},
     )
-    path = create_study_dir(spec, storage=tmp_path)
-    run_study(path, echo=False)
-    first = {r["variant"]: r for r in read_trial_records(path)}
-    assert {v: r["state"] for v, r in first.items()} == {"ok": "done", "late": "errored"}
-    ok_file = results_file(path, first["ok"]["runs"][0])
-    ok_stamp = ok_file.stat().st_mtime_ns
+    study = create_study_dir(spec, storage=tmp_path)
+    run_study(study.location, echo=False)
+    first = _trials(study.location)
+    assert {v: t.state for v, t in first.items()} == {"ok": "done", "late": "errored"}
+    chunks = sorted(p.name for p in (study.path / SUMMARIES_DIR).iterdir())
 
-    # A plain resume keeps the errored trial errored (a NaN would only repeat).
-    run_study(path, echo=False)
-    assert {r["variant"]: r["state"] for r in read_trial_records(path)} == {
+    # A plain resume keeps it errored (a code error would only repeat): nothing runs.
+    run_study(study.location, echo=False)
+    assert {v: t.state for v, t in _trials(study.location).items()} == {
         "ok": "done",
         "late": "errored",
     }
+    assert sorted(p.name for p in (study.path / SUMMARIES_DIR).iterdir()) == chunks
 
     shutil.copytree(tiny_store, late)
-    run_study(path, retry_errored=True, echo=False)
-    records = {r["variant"]: r for r in read_trial_records(path)}
-    assert {v: r["state"] for v, r in records.items()} == {"ok": "done", "late": "done"}
-    assert records["late"]["trial_id"] == first["late"]["trial_id"]
-    assert records["late"]["value"] is not None
-    assert records["ok"] == first["ok"] and ok_file.stat().st_mtime_ns == ok_stamp
-    frame = pd.read_parquet(results_file(path, records["late"]["runs"][0]))
-    assert len(frame) == 7 and not frame.duplicated(["stage", "step"]).any()
-    assert "2 done" in format_status(study_status(path))
-
-
-def test_resume_without_tune_state_stops_and_restart_unfinished_keeps_ended_trials(
-    private_ray, tiny_store, tmp_path
-):
-    import shutil
-
-    from cmcl.ray.study import run_study
-    from cmcl.study.records import write_trial_record
-    from cmcl.study.restart import StudyStateError
-
-    spec = variants_spec("lost", tiny_store, {"name": "a"}, {"name": "b", "settings": {"T": 0.7}})
-    path = create_study_dir(spec, storage=tmp_path)
-    run_study(path, echo=False)
-    first = {r["variant"]: r for r in read_trial_records(path)}
-    # As if the driver had died before Tune's first snapshot, with trial b still running.
-    shutil.rmtree(path / TUNE_DIR)
-    write_trial_record(path, {**first["b"], "state": "running", "value": None})
-    kept_file = results_file(path, first["a"]["runs"][0])
-    stamp = kept_file.stat().st_mtime_ns
-    before = sorted(str(p.relative_to(path)) for p in path.rglob("*") if "lease" not in p.name)
-
-    with pytest.raises(StudyStateError) as caught:
-        run_study(path, echo=False)
-    message = str(caught.value)
-    assert f"Tune's state {path / TUNE_DIR} is missing" in message
-    assert "1 ended trial(s) and 1 unfinished; nothing was changed" in message
-    assert f"cmcl study resume {path} --restart-unfinished" in message
-    after = sorted(str(p.relative_to(path)) for p in path.rglob("*") if "lease" not in p.name)
-    assert after == before and not list(path.glob("stale-*"))
-
-    run_study(path, restart_unfinished=True, echo=False)
-    records = {r["variant"]: r for r in read_trial_records(path)}
-    assert {v: r["state"] for v, r in records.items()} == {"a": "done", "b": "done"}
-    assert records["a"] == first["a"] and kept_file.stat().st_mtime_ns == stamp
-    assert records["b"]["trial_id"] != first["b"]["trial_id"]  # run again, from its start
-    (aside,) = path.glob("unfinished-*")
-    assert (aside / "trials" / f"{first['b']['trial_id']}.json").exists()
-    assert (aside / "results" / f"evals-{first['b']['runs'][0]}.parquet").exists()
-    frame = pd.read_parquet(results_file(path, records["b"]["runs"][0]))
-    assert len(frame) == 7 and not frame.duplicated(["stage", "step"]).any()
-    assert sorted(p.name for p in (path / "results").iterdir()) == sorted(
-        f"evals-{r['runs'][0]}.parquet" for r in records.values()
-    )
+    run_study(study.location, retry_errored=True, echo=False)
+    trials = _trials(study.location)
+    assert {v: t.state for v, t in trials.items()} == {"ok": "done", "late": "done"}
+    assert trials["late"].trial_id == first["late"].trial_id
+    assert trials["late"].value is not None
+    assert trials["ok"].value == first["ok"].value
+    evals = read_dataset(study.store, RESULTS_DIR).to_pandas()
+    assert len(evals) == 14 and not evals.duplicated(["run_id", "stage", "step"]).any()
+    assert "2 done" in format_status(study_status(study))
 
 
 def test_a_study_in_which_no_trial_finished_exits_non_zero(private_ray, tiny_store, tmp_path):
@@ -210,13 +171,42 @@ def test_a_study_in_which_no_trial_finished_exits_non_zero(private_ray, tiny_sto
         cli, ["study", "run", str(file), "--storage", str(tmp_path), "--quiet"]
     )
     assert result.exit_code == 1, result.output
-    (record,) = read_trial_records(tmp_path / "broken")
-    error_file = tmp_path / "broken" / TUNE_DIR / record["trial_id"] / "error.txt"
-    assert error_file.exists()
+    (trial,) = StudyDir(tmp_path / "broken").read_state().trials.values()
     assert (
         f"Error: study broken: no trial finished (1 of 1 errored); the first, trial "
-        f"{record['trial_id']}: run {record['runs'][0]} failed: FileNotFoundError" in result.output
+        f"{trial.trial_id}: run {trial.runs[0].run_id} failed: FileNotFoundError" in result.output
     )
-    assert f"the full error is in {error_file}" in result.output
     assert "driver: failed" in result.output
     assert not (tmp_path / "broken" / "driver.lease").exists()
+
+
+def test_asha_stops_runs_and_their_slots_serve_the_next_runs(private_ray, tiny_store, tmp_path):
+    from cmcl.ray.study import run_study
+
+    settings = tiny_settings(
+        tiny_store, **{"train.warmup_steps": 4, "train.steps": 400, "train.eval_every": 4}
+    )
+    spec = parse_spec(
+        {
+            "name": "asha",
+            "benchmark": "synthetic-epic",
+            "pairs": ["D2-D1"],
+            "methods": ["source_only"],
+            "settings": settings,
+            "search": {"train.lr": [0.05, 0.02, 0.0001, 0.00001]},
+            "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2},
+        }
+    )
+    study = create_study_dir(spec, storage=tmp_path)
+    run_study(study.location, echo=False)
+    state = study.read_state()
+    ended = {t.params["train.lr"]: t for t in state.trials.values()}
+    stopped = [t for t in ended.values() if t.state == "stopped"]
+    assert stopped and all("stopped early by ASHA" in t.reason for t in stopped)
+    summaries = read_dataset(study.store, SUMMARIES_DIR).to_pandas()
+    assert set(summaries["state"]) <= {"done", "stopped"}
+    # A stopped run ended at its next step, well before its schedule's end.
+    for trial in stopped:
+        for run in trial.runs:
+            assert run.state in ("stopped", "cancelled")
+            assert run.evaluations < 100
