@@ -34,7 +34,7 @@ from ray import exceptions as rx
 
 from cmcl.study.driver import Capacity
 from cmcl.study.execute import RunJob, RunStopped, execute_distributed_run, execute_run
-from cmcl.study.resources import runs_held
+from cmcl.study.resources import describe_cluster, describe_run, runs_at_once
 from cmcl.study.spec import Resources
 
 _INFRASTRUCTURE = (
@@ -140,6 +140,14 @@ def _one_line(error: BaseException) -> str:
     return f"{name}: {message}" if message else name
 
 
+def task_options(resources: Resources) -> dict[str, Any]:
+    """What a run's task asks of Ray: its worker's CPUs and (a share of) a GPU; for a run of
+    several DDP workers nothing, its Ray Train worker group holding the workers' resources."""
+    if resources.workers > 1:
+        return {"num_cpus": 0, "num_gpus": 0}
+    return {"num_cpus": resources.cpus_per_worker, "num_gpus": resources.gpus_per_worker}
+
+
 class RayExecutor:
     """Runs study runs as Ray tasks (see the module docstring).
 
@@ -156,41 +164,17 @@ class RayExecutor:
 
     # -- what the cluster holds -------------------------------------------------------
     def capacity(self) -> Capacity:
-        res = self.resources
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        slots = sum(
-            runs_held(
-                n.get("Resources", {}),
-                workers=1,
-                cpus_per_worker=res.cpus_per_worker,
-                gpus_per_worker=res.gpus_per_worker,
-            )
-            for n in nodes
-        )
-        totals: dict[str, float] = {}
-        for node in nodes:
-            for key in ("CPU", "GPU"):
-                totals[key] = totals.get(key, 0.0) + float(node.get("Resources", {}).get(key, 0.0))
-        cluster = ", ".join(f"{totals.get(k, 0.0):g} {k}" for k in ("CPU", "GPU"))
-        per_run = f"{res.cpus_per_worker * res.workers:g} CPU"
-        if res.gpus_per_worker:
-            per_run += f" + {res.gpus_per_worker * res.workers:g} GPU"
-        per_run += f" ({res.workers} worker{'s' if res.workers > 1 else ''})"
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         return Capacity(
-            runs=slots // res.workers, cluster=f"{cluster} on {len(nodes)} node(s)", per_run=per_run
+            runs=runs_at_once(nodes, self.resources),
+            cluster=describe_cluster(nodes),
+            per_run=describe_run(self.resources),
         )
 
     # -- runs -------------------------------------------------------------------------
     def submit(self, job: RunJob) -> None:
-        res = job.resources
-        if res.workers > 1:
-            # The run's own task only waits on its Ray Train worker group, which holds the
-            # workers' CPUs and GPUs itself.
-            options: dict[str, Any] = {"num_cpus": 0, "num_gpus": 0}
-        else:
-            options = {"num_cpus": res.cpus_per_worker, "num_gpus": res.gpus_per_worker}
-        threads = max(1, int(res.cpus_per_worker))
-        stream = _run_task.options(**options).remote(job, threads)
+        threads = max(1, int(job.resources.cpus_per_worker))
+        stream = _run_task.options(**task_options(job.resources)).remote(job, threads)
         self.streams[stream] = job.run_id
         self.runs[job.run_id] = stream
 

@@ -16,10 +16,10 @@ pack two to a GPU: four on two GPUs, not five.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cmcl.study.spec import StudySpec
+from cmcl.study.spec import Resources, StudySpec
 
 RESOURCE_UNIT = 10_000
 """Ray's resource quantities are multiples of 1 / RESOURCE_UNIT."""
@@ -124,20 +124,34 @@ def runs_held(
     return held
 
 
-def describe_plan(resolved: Mapping[str, Any]) -> str:
-    """One line for the user: runs at once, per trial and in all, and what a run reserves.
+def runs_at_once(nodes: Sequence[Mapping[str, float]], resources: Resources) -> int:
+    """How many runs of ``resources`` the nodes (each its total resources) hold at once.
 
-    ``resolved`` is :func:`cmcl.study.directory.plan_resources`'s answer.
+    A worker never spans two nodes; the workers of one multi-worker run may
+    (Ray Train places them), so it counts worker slots over the nodes.
     """
-    per_run = resolved["per_run"]
-    each = " + ".join(f"{per_run[k]:g} {k}" for k in ("CPU", "GPU") if per_run.get(k))
-    if resolved.get("pool"):
-        return (
-            f"{resolved['runs_at_once']} run(s) at once on the cluster's free slots, from up "
-            f"to {resolved['max_concurrent']} trial(s) in flight ({resolved['parallel_runs']} "
-            f"run(s) each), each run {each}"
+    slots = sum(
+        runs_held(
+            node,
+            workers=1,
+            cpus_per_worker=resources.cpus_per_worker,
+            gpus_per_worker=resources.gpus_per_worker,
         )
-    return (
-        f"{resolved['runs_at_once']} run(s) at once: {resolved['parallel_runs']} per trial x "
-        f"up to {resolved['max_concurrent']} trial(s), each run {each}"
+        for node in nodes
     )
+    return slots // resources.workers
+
+
+def describe_cluster(nodes: Sequence[Mapping[str, float]]) -> str:
+    """``4 CPU, 1 GPU on 3 node(s)``."""
+    totals = {k: sum(float(n.get(k, 0.0)) for n in nodes) for k in ("CPU", "GPU")}
+    return ", ".join(f"{v:g} {k}" for k, v in totals.items()) + f" on {len(nodes)} node(s)"
+
+
+def describe_run(resources: Resources) -> str:
+    """What one run asks, in words: ``1 CPU + 0.25 GPU (1 worker)``."""
+    text = f"{resources.cpus_per_worker * resources.workers:g} CPU"
+    if resources.gpus_per_worker:
+        text += f" + {resources.gpus_per_worker * resources.workers:g} GPU"
+    plural = "s" if resources.workers > 1 else ""
+    return text + f" ({resources.workers} worker{plural})"

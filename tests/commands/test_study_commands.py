@@ -45,15 +45,27 @@ def test_run_refuses_an_existing_study(tmp_path):
 
 def test_running_a_finished_study_again_is_not_an_error(tmp_path):
     """The README's main job run twice: the second `study run` finds nothing to do."""
-    from cmcl.study.records import new_record, write_trial_record
+    from cmcl.study.records import RunRecord, StudyState, TrialRecord
 
     file = write(tmp_path / "s.yaml")
     out = tmp_path / "out"
-    path = create_study_dir(parse_spec(yaml.safe_load(file.read_text())), storage=out)
-    plan = {"method": "cmco", "variant": None, "pairs": ["D2-D1"], "params": {}, "description": ""}
-    record = new_record("t0", plan=plan, runs=["t0-D2-D1-s0"])
-    record.update(state="done", value=50.0)
-    write_trial_record(path, record)
+    study = create_study_dir(parse_spec(yaml.safe_load(file.read_text())), storage=out)
+    run = RunRecord(run_id="t0000-D2-D1-s0", benchmark="synthetic-epic", pair="D2-D1", seed=0)
+    run.state = "done"
+    record = TrialRecord(
+        trial_id="t0000",
+        number=0,
+        method="cmco",
+        variant=None,
+        pairs=[["synthetic-epic", "D2-D1"]],
+        params={},
+        names={},
+        description="cmco on D2-D1",
+        runs=[run],
+        state="done",
+        value=50.0,
+    )
+    study.write_state(StudyState(trials={"t0000": record}))
     result = CliRunner().invoke(cli, ["study", "run", str(file), "--storage", str(out)])
     assert result.exit_code == 0, result.output
     assert "every trial has ended: nothing to run" in result.output
@@ -63,7 +75,7 @@ def test_running_a_finished_study_again_is_not_an_error(tmp_path):
 def test_status_reads_files_only(tmp_path):
     path = create_study_dir(
         parse_spec(yaml.safe_load(write(tmp_path / "s.yaml").read_text())), storage=tmp_path
-    )
+    ).path
     result = CliRunner().invoke(cli, ["study", "status", str(path)])
     assert result.exit_code == 0, result.output
     assert "0 done" in result.output and "1 pending" in result.output
@@ -75,7 +87,9 @@ def test_a_study_with_a_live_driver_is_refused_and_status_still_reads_it(tmp_pat
     from cmcl.study.lease import StudyLease
 
     file = write(tmp_path / "s.yaml")
-    path = create_study_dir(parse_spec(yaml.safe_load(file.read_text())), storage=tmp_path / "out")
+    path = create_study_dir(
+        parse_spec(yaml.safe_load(file.read_text())), storage=tmp_path / "out"
+    ).path
     runner = CliRunner()
     with StudyLease(path):  # this process plays the running driver
         for args in (
@@ -106,7 +120,7 @@ def test_run_changes_study_keys_and_the_directory_records_the_changed_study(tmp_
     )
     assert result.exit_code == 0, result.output
     path = tmp_path / "out" / "c-small"
-    spec, meta = load_study_dir(path)
+    _, spec, meta = load_study_dir(path)
     assert (spec.name, spec.seeds, spec.pairs) == (
         "c-small",
         (0, 1),
@@ -155,7 +169,7 @@ def test_run_refuses_bad_study_changes_before_anything_is_written(tmp_path):
 def test_resume_refuses_to_change_the_study(tmp_path):
     path = create_study_dir(
         parse_spec(yaml.safe_load(write(tmp_path / "s.yaml").read_text())), storage=tmp_path
-    )
+    ).path
     before = (path / "spec.yaml").read_text()
     for options in (["--trials", "3"], ["--seeds", "2"], ["--study-set", "metric=snd"]):
         result = CliRunner().invoke(cli, ["study", "resume", str(path), *options])

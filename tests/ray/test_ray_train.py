@@ -101,6 +101,7 @@ def test_two_ray_workers_match_the_engine_and_write_the_run_directory(
         "config.json",
         "features.parquet",
         "metrics.parquet",
+        "model.pt",
         "summary.json",
     ]
 

@@ -1,21 +1,20 @@
-"""One run of a trial without Ray: result files, events, and a crash followed by a resume."""
+"""One run of a study without Ray: its events, a crash followed by a resume, a stop."""
 
 from __future__ import annotations
 
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import ROOT, tiny_overrides
 
-from cmcl.config import RunConfig
 from cmcl.study.aggregate import TrialProgress
-from cmcl.study.execute import execute_run, trial_jobs
-from cmcl.study.naming import results_file
-from cmcl.study.plan import evaluation_schedule, grid_points, trial_plan
-from cmcl.study.records import IDENTITY
+from cmcl.study.execute import RunJob, RunStopped, execute_run
+from cmcl.study.naming import run_id
+from cmcl.study.plan import grid_points, run_config, trial_plan
 from cmcl.study.spec import parse_spec
 
 
@@ -35,52 +34,92 @@ def tiny_spec(store, **extra):
 
 def one_job(spec, study_dir, trial_id="t0"):
     plan = trial_plan(spec, {"point": grid_points(spec)[0]})
-    return trial_jobs(spec, plan, trial_id=trial_id, study_dir=study_dir)[0]
+    key = plan.runs()[0]
+    rid = run_id(trial_id, key.pair, key.seed)
+    return RunJob(
+        study=spec.name,
+        location=str(Path(study_dir) / "runs" / rid),
+        trial_id=trial_id,
+        run_id=rid,
+        benchmark=key.benchmark,
+        pair=key.pair,
+        seed=key.seed,
+        method=plan.method,
+        variant=plan.variant,
+        config=run_config(spec, plan, key),
+        resources=spec.resources,
+    )
 
 
 class Crash(RuntimeError):
     pass
 
 
+def _evaluations(events):
+    return [e for e in events if e["kind"] == "evaluation"]
+
+
 def test_a_crashed_run_resumes_identically_without_duplicate_rows(tiny_store, tmp_path):
     spec = tiny_spec(tiny_store)
-    schedule = evaluation_schedule(RunConfig.from_dict(one_job(spec, tmp_path).config).train)
+    job = one_job(spec, tmp_path / "a")
+    schedule = job.config.train.evaluation_schedule()
     clean_events: list[dict] = []
-    execute_run(one_job(spec, tmp_path / "a"), clean_events.append, threads=1)
-    clean = pd.read_parquet(results_file(tmp_path / "a", "t0-D2-D1-s0"))
-    assert len(clean) == len(schedule) == 7
-    assert [e["index"] for e in clean_events[:-1]] == list(range(1, 8))
-    assert clean_events[-1]["kind"] == "summary"
-    assert list(clean.columns[: len(IDENTITY)]) == list(IDENTITY)
-    assert clean["cfg.method.lam"].tolist() == [1.25] * 7
-    assert (clean["run_id"] == "t0-D2-D1-s0").all() and (clean["seed"] == 0).all()
+    execute_run(job, clean_events.append, threads=1)
+    assert clean_events[0] == {"kind": "started", "done_steps": 0, "total_steps": 14}
+    assert [e["index"] for e in _evaluations(clean_events)] == list(range(1, 8))
+    assert len(schedule) == 7
+    finished = clean_events[-1]
+    assert finished["kind"] == "finished" and len(finished["history"]) == 7
+    assert finished["has_weights"] and finished["has_features"]
+    clean = pd.DataFrame(finished["history"])
 
     def crash_at_sixth(event):
         if event["kind"] == "evaluation" and event["index"] == 6:
             raise Crash  # after adapt step 6; the newest checkpoint is adapt step 4
 
+    crashing = one_job(spec, tmp_path / "b")
     with pytest.raises(Crash):
-        execute_run(one_job(spec, tmp_path / "b"), crash_at_sixth, threads=1)
-    assert len(pd.read_parquet(results_file(tmp_path / "b", "t0-D2-D1-s0"))) == 6
-
+        execute_run(crashing, crash_at_sixth, threads=1)
     resumed_events: list[dict] = []
-    execute_run(one_job(spec, tmp_path / "b"), resumed_events.append, threads=1)
-    resumed = pd.read_parquet(results_file(tmp_path / "b", "t0-D2-D1-s0"))
-    # 5 evaluations up to the checkpoint come back from the run's files, 2 are recomputed.
-    assert [e["index"] for e in resumed_events[:-1]] == list(range(1, 8))
+    execute_run(crashing, resumed_events.append, threads=1)
+    # It continues from its newest checkpoint: the 5 evaluations up to it come back from the
+    # run's files, 2 are recomputed; every index once.
+    assert resumed_events[0] == {"kind": "started", "done_steps": 10, "total_steps": 14}
+    assert [e["index"] for e in _evaluations(resumed_events)] == list(range(1, 8))
+    resumed = pd.DataFrame(resumed_events[-1]["history"])
     pd.testing.assert_frame_equal(
         clean.drop(columns=["elapsed_s"]), resumed.drop(columns=["elapsed_s"])
     )
+    rows = [e["row"] for e in _evaluations(resumed_events)]
+    assert [r["target_acc"] for r in rows] == clean["target_acc"].tolist()
 
 
-def test_results_are_readable_with_pandas_alone(tiny_store, tmp_path):
+def test_a_stopped_run_ends_at_its_next_step(tiny_store, tmp_path):
+    import threading
+
     spec = tiny_spec(tiny_store)
-    execute_run(one_job(spec, tmp_path), lambda event: None, threads=1)
-    path = results_file(tmp_path, "t0-D2-D1-s0")
+    stop = threading.Event()
+    events: list[dict] = []
+
+    def stop_after_first(event):
+        events.append(event)
+        if event["kind"] == "evaluation":
+            stop.set()
+
+    with pytest.raises(RunStopped, match="stopped by the study at step 3"):
+        execute_run(one_job(spec, tmp_path), stop_after_first, stop=stop, threads=1)
+    assert [e["kind"] for e in events] == ["started", "evaluation"]
+
+
+def test_the_results_of_a_run_read_with_pandas_alone(tiny_store, tmp_path):
+    spec = tiny_spec(tiny_store)
+    job = one_job(spec, tmp_path)
+    execute_run(job, lambda event: None, threads=1)
+    path = Path(job.location) / "metrics.parquet"
     code = (
         "import sys, pandas\n"
         f"frame = pandas.read_parquet({str(path)!r})\n"
-        "assert len(frame) == 7 and 'cfg.train.steps' in frame and 'snd' in frame\n"
+        "assert len(frame) == 7 and 'snd' in frame and 'target_acc' in frame\n"
         "assert not {'torch', 'ray', 'cmcl'} & set(sys.modules), sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent)

@@ -26,6 +26,6 @@ def test_nan_predictions_error_the_run_with_the_reason(tiny_store, tmp_path, mon
     events = []
     with pytest.raises(NonFiniteMetricError, match="target_test predictions are NaN or inf"):
         execute_run(job, events.append, threads=1)
-    assert not any(e["kind"] == "summary" for e in events)  # no value reaches the trial
-    failure = json.loads((Path(job.config["out"]) / "failure.json").read_text())
+    assert not any(e["kind"] == "finished" for e in events)  # no value reaches the trial
+    failure = json.loads((Path(job.location) / "failure.json").read_text())
     assert failure["error"] == "NonFiniteMetricError" and "warmup step 2" in failure["message"]

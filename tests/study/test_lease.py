@@ -199,7 +199,7 @@ def test_status_tells_a_live_driver_from_one_that_died_holding_the_lease(tmp_pat
     spec = parse_spec(
         {"name": "s", "benchmark": "synthetic-epic", "pairs": ["D2-D1"], "methods": ["cmco"]}
     )
-    path = create_study_dir(spec, storage=tmp_path)
+    path = create_study_dir(spec, storage=tmp_path).path
     with StudyLease(path):
         text = format_status(study_status(path))
         assert "driver: running (pid" in text and "cmcl study resume" not in text

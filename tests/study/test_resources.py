@@ -6,8 +6,13 @@ import dataclasses
 
 import pytest
 
-from cmcl.study.directory import MEMORY_BUNDLE, plan_resources
-from cmcl.study.resources import check_resources, describe_plan, runs_held
+from cmcl.study.resources import (
+    check_resources,
+    describe_cluster,
+    describe_run,
+    runs_at_once,
+    runs_held,
+)
 from cmcl.study.spec import parse_spec
 
 
@@ -30,37 +35,37 @@ def with_resources(spec, **values):
 
 
 @pytest.mark.parametrize(
-    ("gpus", "cluster", "seeds", "at_once", "parallel", "concurrent"),
+    ("gpus", "cluster", "at_once"),
     [
-        # One run per trial (per_pair objective, one seed); 6 trials in the study.
-        (0.25, {"CPU": 16, "GPU": 1}, 1, 4, 1, 6),
-        (0.25, {"CPU": 2, "GPU": 1}, 1, 2, 1, 4),  # bound by CPUs
-        (0.5, {"CPU": 16, "GPU": 1}, 1, 2, 1, 4),
-        # Several seeds per trial: a trial submits all its runs; twice the trials
-        # the slots need are in flight, so a slots' worth of runs waits queued.
-        (0.3, {"CPU": 8, "GPU": 2}, 3, 6, 3, 4),
-        (0.3, {"CPU": 16, "GPU": 1}, 3, 3, 3, 2),  # 3 x 0.3 = 0.9 fits one GPU
-        (0.25, {"CPU": 16, "GPU": 1}, 4, 4, 4, 2),  # 4 x 0.25 fills it exactly
-        (0.1, {"CPU": 16, "GPU": 1}, 10, 10, 10, 2),  # 10 x 0.1, float sums aside
-        (0.2, {"CPU": 32, "GPU": 2}, 5, 10, 5, 4),
+        (0.25, {"CPU": 16, "GPU": 1}, 4),
+        (0.25, {"CPU": 2, "GPU": 1}, 2),  # bound by CPUs
+        (0.5, {"CPU": 16, "GPU": 1}, 2),
+        (0.3, {"CPU": 8, "GPU": 2}, 6),
+        (0.3, {"CPU": 16, "GPU": 1}, 3),  # 3 x 0.3 = 0.9 fits one GPU
+        (0.25, {"CPU": 16, "GPU": 1}, 4),  # 4 x 0.25 fills it exactly
+        (0.1, {"CPU": 16, "GPU": 1}, 10),  # 10 x 0.1, float sums aside
+        (0.2, {"CPU": 32, "GPU": 2}, 10),
         # A 0.4 share never straddles two GPUs: two per GPU, 4 on two (not 5).
-        (0.4, {"CPU": 16, "GPU": 2}, 5, 4, 5, 2),
-        (1, {"CPU": 16, "GPU": 2}, 3, 2, 3, 2),
+        (0.4, {"CPU": 16, "GPU": 2}, 4),
+        (1, {"CPU": 16, "GPU": 2}, 2),
     ],
 )
-def test_fractional_gpus_pack_runs(gpus, cluster, seeds, at_once, parallel, concurrent):
-    plan = plan_resources(spec_of({"gpus_per_worker": gpus}, seeds=seeds), cluster)
-    assert (plan["runs_at_once"], plan["parallel_runs"], plan["max_concurrent"]) == (
-        at_once,
-        parallel,
-        concurrent,
-    )
-    worker = {"CPU": 1.0, "GPU": float(gpus)}
-    assert plan["per_run"] == worker
-    assert plan["bundles"] == [MEMORY_BUNDLE]  # the trial's token; runs take the slots
+def test_fractional_gpus_pack_runs(gpus, cluster, at_once):
+    resources = spec_of({"gpus_per_worker": gpus}).resources
+    assert runs_at_once([cluster], resources) == at_once
     # What the runs at once reserve together never exceeds the cluster.
     assert at_once * gpus <= cluster["GPU"] + 1e-9
     assert at_once <= cluster["CPU"]
+
+
+def test_a_worker_never_spans_two_nodes_but_a_runs_workers_may():
+    one_cpu_each = [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 0.0}]
+    two_cpus = spec_of({"gpus_per_worker": 0, "cpus_per_worker": 2}).resources
+    assert runs_at_once(one_cpu_each, two_cpus) == 0
+    two_workers = spec_of({"gpus_per_worker": 0, "workers": 2}).resources
+    assert runs_at_once(one_cpu_each, two_workers) == 1
+    assert describe_cluster(one_cpu_each) == "2 CPU, 0 GPU on 3 node(s)"
+    assert describe_run(two_workers) == "2 CPU (2 workers)"
 
 
 def test_runs_held_counts_in_rays_units():
@@ -77,24 +82,16 @@ def test_runs_held_counts_in_rays_units():
 
 
 def test_a_fraction_reaches_each_runs_resource_request():
-    from cmcl.ray.trial import run_task_options
-    from cmcl.ray.tuner import trial_resources
+    from cmcl.ray.executor import task_options
 
-    spec = spec_of(seeds=3)
-    trial = trial_resources(plan_resources(spec, {"CPU": 16, "GPU": 1}))
-    assert trial.bundles == [MEMORY_BUNDLE]  # a trial holds no CPU or GPU itself
-    options = run_task_options(spec.resources, pool=True)
+    options = task_options(spec_of(seeds=3).resources)
     assert (options["num_cpus"], options["num_gpus"]) == (1.0, 0.25)
-    # Not captured by the trial's placement group: any free slot of the cluster.
-    assert options["scheduling_strategy"].placement_group is None
-
-
-def test_the_plan_line_says_what_runs_at_once():
-    plan = plan_resources(spec_of(seeds=3), {"CPU": 8, "GPU": 2})
-    assert describe_plan(plan) == (
-        "8 run(s) at once on the cluster's free slots, from up to 6 trial(s) in flight "
-        "(3 run(s) each), each run 1 CPU + 0.25 GPU"
-    )
+    assert describe_run(spec_of().resources) == "1 CPU + 0.25 GPU (1 worker)"
+    # A run of several workers holds nothing itself: its Ray Train workers do.
+    assert task_options(spec_of({"gpus_per_worker": 1, "workers": 2}).resources) == {
+        "num_cpus": 0,
+        "num_gpus": 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -134,8 +131,6 @@ def test_layouts_no_run_can_use_are_refused(resources, extra, overrides, message
     spec = spec_of(resources, **extra)
     with pytest.raises(ValueError, match=message):
         check_resources(spec, overrides)
-    with pytest.raises(ValueError, match=message):
-        plan_resources(spec, {"CPU": 16, "GPU": 4}, overrides=overrides)
 
 
 @pytest.mark.parametrize(
@@ -162,13 +157,6 @@ def test_whole_gpus_and_cpu_runs_are_unchanged():
     check_resources(spec_of({"gpus_per_worker": 1, "workers": 4}))
     check_resources(spec_of({"gpus_per_worker": 0}, settings={"model.backbone": "i3d"}))
     check_resources(spec_of({"gpus_per_worker": 1}, settings={"model.backbone": "i3d"}))
-
-
-def test_parallel_runs_above_what_the_cluster_holds_only_queue():
-    # Pooled runs wait in Ray's queue for a slot: no trial can be unplaceable.
-    spec = spec_of({"parallel_runs": 5}, seeds=5)
-    plan = plan_resources(spec, {"CPU": 16, "GPU": 1})
-    assert (plan["parallel_runs"], plan["runs_at_once"]) == (5, 4)
 
 
 def test_a_refused_layout_fails_before_the_study_directory_or_ray(tmp_path):
