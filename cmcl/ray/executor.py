@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ _INFRASTRUCTURE = (
     rx.RaySystemError,
 )
 """Failures of what ran a run, not of the run's code: the run goes back in the queue."""
+_NODE = re.compile(r"node ID: (\w+)")
 _MAX_EVENTS = 256
 """Events taken per poll at most, so that the driver's loop keeps its pace."""
 
@@ -136,7 +138,14 @@ def _one_line(error: BaseException) -> str:
 
     text = error_message(error).strip().splitlines()
     message = text[-1] if text else ""
-    name = type(original_error(error)).__name__
+    original = original_error(error)
+    name = type(original).__name__
+    if isinstance(original, _INFRASTRUCTURE):
+        # Ray's texts run to several sentences and a command; the first one says it.
+        node = _NODE.search(message)
+        message = message.split(". ")[0]
+        if node:
+            message += f" (node {node[1][:8]})"
     return f"{name}: {message}" if message else name
 
 

@@ -53,6 +53,7 @@ def ray_session(
     log_to_driver: bool = True,
     logging_level: int = logging.WARNING,
     dashboard: bool = False,
+    quiet: bool = False,
 ) -> Iterator[dict[str, float]]:
     """Start (``address`` None) or join (``address`` e.g. ``ray://host:10001``, ``auto``) Ray.
 
@@ -66,7 +67,31 @@ def ray_session(
         logging_level: of Ray's own loggers in this process.
         dashboard: start a private instance with its dashboard (on 127.0.0.1), for
             Ray's State API; it costs ~1 GiB of memory, so it is off unless asked.
+        quiet: Ray's messages about lost nodes become one line each
+            (cmcl/ray/quiet.py), whoever initialised Ray.
     """
+    from cmcl.ray.quiet import quiet_raylet_messages
+
+    with quiet_raylet_messages(quiet):
+        yield from _session(
+            address,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            log_to_driver=log_to_driver,
+            logging_level=logging_level,
+            dashboard=dashboard,
+        )
+
+
+def _session(
+    address: str | None,
+    *,
+    num_cpus: int | None,
+    num_gpus: int | None,
+    log_to_driver: bool,
+    logging_level: int,
+    dashboard: bool,
+) -> Iterator[dict[str, float]]:
     with _private_env() if address is None else contextlib.nullcontext():
         import ray
 

@@ -127,7 +127,13 @@ def run_study(
         quiet_output(verbose)
         level = logging.WARNING if verbose else logging.ERROR
         stack.enter_context(
-            ray_session(address, num_cpus=num_cpus, log_to_driver=verbose, logging_level=level)
+            ray_session(
+                address,
+                num_cpus=num_cpus,
+                log_to_driver=verbose,
+                logging_level=level,
+                quiet=not verbose,
+            )
         )
         from cmcl.ray.executor import RayExecutor
 

@@ -348,9 +348,7 @@ class StudyDriver:
         summaries, evaluations = self._saved_numbers(with_evaluations=self.asha is not None)
         for run in saved:
             for index, row in enumerate(evaluations.get(run, []), start=1):
-                progress.add(
-                    {"kind": "evaluation", "run_id": run, "index": index, "metrics": row}
-                )
+                progress.add({"kind": "evaluation", "run_id": run, "index": index, "metrics": row})
             progress.add({"kind": "summary", "run_id": run, "summary": summaries[run]})
 
     def _saved_numbers(self, *, with_evaluations: bool):

@@ -30,10 +30,10 @@ def _spec(store, name: str, **keys):
             store,
             **{
                 "train.warmup_steps": 20,
-                "train.steps": 300,
-                "train.eval_every": 10,
-                "train.checkpoint_every": 40,
-                "train.lr_step": 150,
+                "train.steps": 4000,
+                "train.eval_every": 100,
+                "train.checkpoint_every": 400,
+                "train.lr_step": 2000,
             },
         ).items()
         if k not in ("benchmark", "pair")
@@ -101,7 +101,7 @@ def test_a_node_lost_under_a_study_of_single_worker_runs(tiny_store, tmp_path, c
         def a_run_past_a_checkpoint():
             state = study.read_state()
             return state is not None and any(
-                r.state == "running" and r.evaluations >= 6
+                r.state == "running" and r.evaluations >= 8
                 for t in state.trials.values()
                 for r in t.runs
             )
@@ -123,7 +123,7 @@ def test_a_node_lost_under_a_study_of_single_worker_runs(tiny_store, tmp_path, c
     assert lost, [(r.run_id, r.attempts) for r in runs]
     for run in lost:
         assert run.attempts == run.node_failures + 1
-        assert run.resumed_from is not None and run.resumed_from >= 40
+        assert run.resumed_from is not None and run.resumed_from >= 420
         assert f"run {run.run_id} lost (" in err
         assert f"run {run.run_id} continues from step {run.resumed_from}" in err
     # Every planned run once, with an uninterrupted study's evaluations.
