@@ -172,7 +172,8 @@ class StudyDriver:
         self.progress: dict[str, TrialProgress] = {}
         self.active: dict[str, float] = {}
         """Submitted runs and when; a run is queued until its "began" event."""
-        self.began: set[str] = set()
+        self.began: dict[str, float] = {}
+        """Runs started on a worker, and when."""
         self.jobs: dict[str, RunJob] = {}
         self.rows: dict[str, dict[int, dict[str, Any]]] = {}
         self.retry: deque[str] = deque()
@@ -500,7 +501,9 @@ class StudyDriver:
         kind = event["kind"]
         self._dirty = True
         if kind == "began":
-            self.began.add(run_id_)
+            self.began[run_id_] = self.clock()
+            run.began_at, run.ended_at = time.time(), None
+            run.host, run.pid = event.get("host"), event.get("pid")
             if run.state == "queued":
                 run.state = "running"
         elif kind == "started":
@@ -670,7 +673,11 @@ class StudyDriver:
 
     def _release(self, run: str) -> None:
         self.active.pop(run, None)
-        self.began.discard(run)
+        began = self.began.pop(run, None)
+        if began is not None:
+            record = self.state.run_owner(run).run(run)
+            record.slot_s += self.clock() - began
+            record.ended_at = time.time()
 
     def _requeue_unfinished(self, run: str) -> None:
         """A run in flight when the driver stops continues next time from its checkpoint."""

@@ -46,6 +46,13 @@ class RunRecord:
     """Global step the last attempt continued from (None: from the start)."""
     saved: bool = False
     """Its results are in results/ and summaries/ (set once they are written)."""
+    slot_s: float = 0.0
+    """Seconds it held a slot, from its start on a worker to its end, over its attempts."""
+    began_at: float | None = None
+    """Unix time its last attempt started on a worker (``host``/``pid``: where)."""
+    ended_at: float | None = None
+    host: str | None = None
+    pid: int | None = None
 
     @property
     def ended(self) -> bool:
