@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.metadata
 import os
 import signal
@@ -72,3 +73,16 @@ def stop_server(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+_SHARED: dict[str, str] = {}
+
+
+def shared_server(tmp_path_factory) -> str:
+    """One server for every test module of the session (it takes a minute to start on
+    2 cores); stopped when the test process exits."""
+    if "uri" not in _SHARED:
+        process, uri = start_server(tmp_path_factory.mktemp("mlflow-server"))
+        atexit.register(stop_server, process)
+        _SHARED["uri"] = uri
+    return _SHARED["uri"]

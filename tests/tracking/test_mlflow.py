@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from mlflow_fixtures import SERVER_EXTRA, has_mlflow_server, start_server, stop_server
+from mlflow_fixtures import SERVER_EXTRA, has_mlflow_server, shared_server
 from tracking_helpers import (
     closed_port,
     crashed_then_resumed,
@@ -27,9 +27,7 @@ pytest.importorskip(
 def mlflow_server(tmp_path_factory):
     if not has_mlflow_server():
         pytest.skip(f"the MLflow server is not installed: {SERVER_EXTRA}")
-    process, uri = start_server(tmp_path_factory.mktemp("mlflow-server"))
-    yield uri
-    stop_server(process)
+    return shared_server(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
