@@ -39,6 +39,11 @@ class Backend:
         """Points at global ``step``."""
         raise NotImplementedError
 
+    def log_points(self, points: list[tuple[int, dict[str, float]]]) -> None:
+        """Several steps' points, in step order, in as few calls as the tracker allows."""
+        for step, values in points:
+            self.log_metrics(values, step=step)
+
     def log_summary(self, values: Mapping[str, float], *, step: int) -> None:
         """The run's final numbers; by default points at its last step."""
         self.log_metrics(values, step=step)

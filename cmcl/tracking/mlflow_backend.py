@@ -126,14 +126,17 @@ class MlflowBackend(Backend):
             return last
 
     def log_metrics(self, values: Mapping[str, float], *, step: int) -> None:
+        self.log_points([(step, dict(values))])
+
+    def log_points(self, points: list[tuple[int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        points = [Metric(key, value, stamp, step) for key, value in values.items()]
+        metrics = [Metric(k, v, stamp, step) for step, values in points for k, v in values.items()]
         with bounded_http():
-            for start in range(0, len(points), _BATCH_METRICS):
+            for start in range(0, len(metrics), _BATCH_METRICS):
                 self._client().log_batch(
-                    self.run_id, metrics=points[start : start + _BATCH_METRICS]
+                    self.run_id, metrics=metrics[start : start + _BATCH_METRICS]
                 )
 
     def close(self, status: str) -> None:

@@ -9,6 +9,7 @@ with tracking on.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,11 @@ class TrackingReporter(Reporter):
         self.backend: Backend | None = None
         self.filter = StepFilter()
         self.last_step = 0
+        # Points wait here for the tracking thread, which takes all of them in one call:
+        # a tracker that falls behind (a sqlite store, a far server) gets fewer, larger calls.
+        self.points: list[tuple[int, dict[str, float]]] = []
+        self.points_lock = threading.Lock()
+        self.flush_queued = False
 
     # -- the tracking thread's side ------------------------------------------------------
     def _open(self, resume_step: int) -> None:
@@ -65,10 +71,13 @@ class TrackingReporter(Reporter):
             self.backend.open(self.identity, self.params, resume_step=resume_step)
         )
 
-    def _log(self, values: dict[str, float], step: int) -> None:
-        fresh = self.filter.new(values, step=step)
+    def _flush(self) -> None:
+        with self.points_lock:
+            points, self.points, self.flush_queued = self.points, [], False
+        fresh = [(step, self.filter.new(values, step=step)) for step, values in points]
+        fresh = [(step, values) for step, values in fresh if values]
         if fresh and self.backend is not None:
-            self.backend.log_metrics(fresh, step=step)
+            self.backend.log_points(fresh)
 
     def _summary(self, values: dict[str, float], step: int) -> None:
         fresh = self.filter.new(values, step=step)
@@ -94,7 +103,7 @@ class TrackingReporter(Reporter):
         self.inner.on_losses(values, global_step=global_step, is_chief=is_chief)
         if self.session is not None:
             self.last_step = max(self.last_step, global_step)
-            self.session.submit(self._log, loss_values(values), global_step)
+            self._queue(loss_values(values), global_step)
 
     def on_evaluation(
         self, metrics: dict[str, Any], *, checkpoint: Path | None, is_chief: bool
@@ -103,7 +112,7 @@ class TrackingReporter(Reporter):
         if self.session is not None:
             step = int(metrics["global_step"])
             self.last_step = max(self.last_step, step)
-            self.session.submit(self._log, evaluation_values(metrics), step)
+            self._queue(evaluation_values(metrics), step)
 
     def on_end(self, summary: dict[str, Any], *, is_chief: bool) -> None:
         self.inner.on_end(summary, is_chief=is_chief)
@@ -111,6 +120,17 @@ class TrackingReporter(Reporter):
             step = summary_step(summary, self.last_step)
             self.session.submit(self._summary, summary_values(summary), step)
             self.end(FINISHED)
+
+    def _queue(self, values: dict[str, float], step: int) -> None:
+        assert self.session is not None
+        if self.session.failed:
+            return
+        with self.points_lock:
+            self.points.append((step, values))
+            if self.flush_queued:
+                return  # the queued flush takes these too
+            self.flush_queued = True
+        self.session.submit(self._flush)
 
     # -- the caller's side ---------------------------------------------------------------
     def end(self, status: str) -> None:
