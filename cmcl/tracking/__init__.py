@@ -71,12 +71,16 @@ def build_backend(
 
         root = directory or os.environ.get("WANDB_DIR") or run_dir
         return WandbBackend(directory=None if root is None else Path(root))
-    from cmcl.tracking.tensorboard_backend import TensorBoardBackend, log_dir
+    from cmcl.tracking.tensorboard_backend import TensorBoardBackend
 
-    return TensorBoardBackend(directory=_tensorboard_dir(identity, run_dir, directory, log_dir))
+    return TensorBoardBackend(directory=_tensorboard_dir(identity, run_dir, directory))
 
 
-def _tensorboard_dir(identity, run_dir, directory, log_dir) -> Path:
+def _tensorboard_dir(
+    identity: RunIdentity, run_dir: str | Path | None, directory: str | Path | None
+) -> Path:
+    from cmcl.tracking.tensorboard_backend import log_dir
+
     if directory is not None:
         return log_dir(Path(directory), identity)
     if run_dir is None:
