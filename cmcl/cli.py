@@ -28,6 +28,7 @@ def cli(verbose: bool) -> None:
     Run a study:          cmcl study run studies/quickstart.yaml
     Write a report:       cmcl report STUDY_DIR --out reports/NAME
     Extract features:     cmcl features extract --benchmark epic --root FRAMES --out STORE ...
+    Track in MLflow:      cmcl train ... --tracking mlflow; cmcl track sync DIR --tracking mlflow
 
     Bad input (a missing or damaged file, a wrong setting, a read-only directory)
     ends with one line, 'Error: ...', naming the file or key and what to do, and
@@ -42,9 +43,10 @@ def _register() -> None:
     from cmcl.commands.features import features
     from cmcl.commands.report import report_command
     from cmcl.commands.study import study
+    from cmcl.commands.track import track
     from cmcl.commands.train import methods, train
 
-    for command in (train, methods, report_command, data, features, study):
+    for command in (train, methods, report_command, data, features, study, track):
         cli.add_command(command)
 
 

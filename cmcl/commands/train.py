@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import click
@@ -116,6 +117,21 @@ def _fail(message: str) -> None:
     show_default=True,
     help="Ray runs: restarts from the last checkpoint after a worker dies.",
 )
+@click.option(
+    "--tracking",
+    type=click.Choice(["mlflow", "wandb", "tensorboard"]),
+    default=None,
+    help="Also track the run in MLflow (MLFLOW_TRACKING_URI), Weights & Biases (WANDB_PROJECT, "
+    "WANDB_MODE) or TensorBoard (RUN_DIR/tensorboard); a resumed run continues the same "
+    "tracked run (docs/tracking.md).",
+)
+@click.option(
+    "--tracking-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="TensorBoard: the log root (runs go to DIR/NAME); W&B: its files' folder. "
+    "[default: the run directory]",
+)
 def train(
     benchmark,
     pair,
@@ -135,6 +151,8 @@ def train(
     address,
     storage,
     max_failures,
+    tracking,
+    tracking_dir,
 ):
     """Train and evaluate one run, writing its run directory.
 
@@ -190,6 +208,7 @@ def train(
     if not math.isfinite(gpus_per_worker):
         _fail(f"--gpus-per-worker must be a finite number >= 0, got {gpus_per_worker}")
     on_ray = workers >= 2 or address is not None
+    _check_tracking(tracking, tracking_dir, on_ray=on_ray)
     if on_ray:
         location = ray_location(storage, out, default_name, resume=resume)
         recorded = location.read_bytes("config.json") if resume else None
@@ -225,12 +244,44 @@ def train(
         f"adaptation steps -> {out}",
         err=True,
     )
+    reporter = None if quiet else ConsoleReporter()
+    tracked = contextlib.nullcontext()
+    if tracking is not None:
+        from cmcl.tracking import tracking_reporter
+
+        try:
+            reporter = tracking_reporter(
+                tracking, config=config, run_dir=out, directory=tracking_dir, inner=reporter
+            )
+        except ValueError as error:
+            _fail(str(error))
+        tracked = reporter.marking_failure()
     try:
-        result = fit(config, None if quiet else ConsoleReporter())
+        with tracked:
+            result = fit(config, reporter)
     except NonFiniteLossError as error:
         _fail(str(error))
     _echo_summary(result.summary)
     click.echo(f"wrote {out}/summary.json")
+
+
+def _check_tracking(tracking: str | None, tracking_dir: str | None, *, on_ray: bool) -> None:
+    """Before any run starts: the tracker's client is installed, the options fit together."""
+    if tracking is None:
+        if tracking_dir is not None:
+            _fail("--tracking-dir needs --tracking mlflow|wandb|tensorboard")
+        return
+    if on_ray:
+        _fail(
+            "--tracking applies to runs trained in this process for now; leave out "
+            "--workers/--address, or track the run afterwards with cmcl track sync"
+        )
+    from cmcl.tracking import TrackingNotInstalledError, check_tracking
+
+    try:
+        check_tracking(tracking)
+    except TrackingNotInstalledError as error:
+        _fail(str(error))
 
 
 def _echo_summary(s: dict) -> None:

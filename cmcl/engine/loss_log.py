@@ -28,6 +28,10 @@ class LossReading(NamedTuple):
     steps: int
     non_finite: tuple[str, float, str, int] | None
     """(term, value, stage, step) of the earliest non-finite value on any worker, else None."""
+    stage: str = ""
+    """The stage of the steps read."""
+    last_step: int = 0
+    """The last step read (counted from 1 within ``stage``)."""
 
 
 _BLOCK = 256
@@ -100,6 +104,12 @@ class LossAccumulator:
         if bad:
             step, term, value = min(bad)
             non_finite = (self.names[term], value, self.stage, int(step))
-        reading = LossReading(sums=sums, steps=self.steps, non_finite=non_finite)
+        reading = LossReading(
+            sums=sums,
+            steps=self.steps,
+            non_finite=non_finite,
+            stage=self.stage,
+            last_step=self.step_numbers[-1],
+        )
         self._clear()
         return reading

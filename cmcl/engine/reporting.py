@@ -25,6 +25,11 @@ class Reporter:
     def on_step(self, *, global_step: int) -> None:
         """After every optimiser step."""
 
+    def on_losses(self, values: dict[str, float], *, global_step: int, is_chief: bool) -> None:
+        """At every read of the loss values on the host (every ``train.log_every`` steps and
+        before each evaluation): each term's mean over the steps read, the last of which is
+        ``global_step``. Values the trainer already holds: no extra read from the device."""
+
     def on_evaluation(
         self, metrics: dict[str, Any], *, checkpoint: Path | None, is_chief: bool
     ) -> None:

@@ -321,6 +321,11 @@ class _Trainer:
         for name, value in read.sums.items():
             self.loss_sums[name] = self.loss_sums.get(name, 0.0) + value
         self.loss_steps += read.steps
+        self.reporter.on_losses(
+            {name: value / read.steps for name, value in read.sums.items()},
+            global_step=self.global_step(read.stage, read.last_step),
+            is_chief=self.chief,
+        )
 
     def _maybe_evaluate(self, stage: str, done: int, steps: int) -> None:
         t = self.config.train
