@@ -110,6 +110,14 @@ _DATA_HELP = "DIR for every benchmark of the study, or BENCHMARK=DIR (repeatable
     "Repeatable.",
 )
 @click.option(
+    "--tracking",
+    type=click.Choice(["mlflow", "wandb", "tensorboard"]),
+    default=None,
+    help="Also track every run in MLflow (MLFLOW_TRACKING_URI), W&B (WANDB_PROJECT, "
+    "WANDB_MODE) or TensorBoard (in each run's folder), instead of the file's tracking "
+    "(docs/tracking.md).",
+)
+@click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
@@ -162,6 +170,7 @@ def study_run(
     pairs,
     methods,
     study_assignments,
+    tracking,
     workers,
     gpus_per_worker,
     cpus_per_worker,
@@ -199,6 +208,7 @@ def study_run(
             pairs=pairs,
             methods=methods,
             optuna_storage=optuna_storage,
+            tracking=tracking,
             assignments=study_assignments,
         )
         spec = load_spec_with(file, changes)
@@ -348,6 +358,7 @@ def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options
     from cmcl.study.lease import StudyBusyError
     from cmcl.study.status import format_status, study_status
     from cmcl.study.unfinished import StudyStateError
+    from cmcl.tracking import TrackingNotInstalledError
 
     try:
         path = function(target, echo=not quiet, **options)
@@ -365,6 +376,7 @@ def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options
         StudyBusyError,
         StudyStateError,
         StudyWaitTimeout,
+        TrackingNotInstalledError,
     ) as error:
         _fail(str(error))
     click.echo(format_status(study_status(path)))

@@ -111,6 +111,13 @@ def run_study(
     study, spec, meta = load_study_dir(location)
     check_layout(study)
     check_optuna_storage(spec, study)
+    if spec.tracking is not None:
+        from cmcl.tracking import prepare_group
+
+        # A missing client fails here, before any run; a tracker that is down, one line.
+        warning = prepare_group(spec.tracking, spec.name)
+        if warning and echo:
+            print(f"[cmcl study] {warning}", file=sys.stderr)
     if max_concurrent is not None:
         spec = dataclasses.replace(spec, max_concurrent=max_concurrent)
     with contextlib.ExitStack() as stack:
@@ -172,6 +179,10 @@ def run_new_study(
     check_resources(spec, overrides)
     location = study_location(storage, spec.name)
     check_optuna_storage(spec, location)
+    if spec.tracking is not None:
+        from cmcl.tracking import check_tracking
+
+        check_tracking(spec.tracking)
     study = StudyDir(location)
     existed = study.remote or Path(location).exists()
     created = False

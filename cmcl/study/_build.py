@@ -65,10 +65,17 @@ def build_spec(reader: Reader, *, keys: tuple[str, ...]) -> StudySpec:
         storage=_storage(reader.child("storage", None)),
         optuna_storage=_optuna_storage(reader.child("optuna_storage", None)),
         keep=reader.child("keep", "final").choice(KEEP),
+        tracking=_tracking(reader.child("tracking", None)),
         tables=_tables(reader.child("tables", [])),
         **_searcher_options(reader, searcher),
     )
     _check_overlaps(reader, spec)
+    if spec.tracking is not None and spec.resources.workers > 1:
+        raise reader.error(
+            "runs of several Ray Train workers are not tracked live; leave tracking out and "
+            "upload the study's results afterwards with `cmcl track sync DIR --tracking NAME`",
+            "tracking",
+        )
     _check_searcher(reader, spec)
     _check_values(reader, spec)
     return spec
@@ -96,6 +103,14 @@ def _storage(reader: Reader) -> str | None:
         except ValueError as error:
             raise reader.error(str(error)) from None
     return value
+
+
+def _tracking(reader: Reader) -> str | None:
+    from cmcl.tracking.backends import BACKENDS
+
+    if reader.data in (None, "none"):
+        return None
+    return reader.choice(BACKENDS)
 
 
 def _node_failures(reader: Reader) -> int:

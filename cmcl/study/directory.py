@@ -35,7 +35,9 @@ from cmcl.study.records import StudyState
 from cmcl.study.spec import StudySpec, parse_spec
 
 KEPT_RUN_FILES = ("model.pt", "features.parquet")
-"""What a finished run keeps with ``keep: final``: what an evaluation and the report need."""
+"""What a finished run keeps with ``keep: final``: what an evaluation and the report need
+(and, with ``tracking: tensorboard``, its ``tensorboard/`` event files)."""
+KEPT_RUN_DIRS = ("tensorboard",)
 
 
 class StudyExistsError(FileExistsError):
@@ -141,7 +143,10 @@ class StudyDir:
         base = run_dir(run)
         freed = 0
         for entry in self.store.list(base, recursive=True):
-            if entry.path.rsplit("/", 1)[-1] not in keep or "/" in entry.path[len(base) + 1 :]:
+            inside = entry.path[len(base) + 1 :]
+            top = inside.split("/", 1)[0]
+            kept = inside in keep or ("/" in inside and top in KEPT_RUN_DIRS)
+            if not kept:
                 self.store.delete(entry.path)
                 freed += entry.size
         if not self.remote:

@@ -483,6 +483,7 @@ class StudyDriver:
             variant=plan.variant,
             config=config,
             resources=self.spec.resources,
+            tracking=self.spec.tracking,
         )
         self.jobs[run.run_id] = job
         self.active[run.run_id] = self.clock()

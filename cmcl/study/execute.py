@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
 RESULT_FILES = ("metrics.parquet", "summary.json", "features.parquet", "model.pt", "config.json")
 
 
@@ -63,6 +64,8 @@ class RunJob:
     config: RunConfig
     """The run's settings, ``out`` not set (the worker sets it)."""
     resources: Resources = field(default_factory=Resources)
+    tracking: str | None = None
+    """The study's tracker (cmcl/tracking): the run is tracked there too."""
 
 
 class RunFiles:
@@ -131,6 +134,10 @@ class RunFiles:
         for name in RESULT_FILES:
             if (self.out / name).is_file():
                 self.store.upload(self.out / name, name)
+        # A TensorBoard tracker writes into the run's folder (cmcl/tracking).
+        for path in sorted((self.out / TENSORBOARD).rglob("*")):
+            if path.is_file():
+                self.store.upload(path, str(path.relative_to(self.out)))
 
 
 class StudyRunReporter(Reporter):
@@ -215,7 +222,23 @@ def execute_run(
         keep=config.train.keep_checkpoints,
         stop=stop or threading.Event(),
     )
-    summary = fit(config, reporter, data=shared_feature_data(config)).summary
+    data = shared_feature_data(config)
+    if job.tracking is None:
+        summary = fit(config, reporter, data=data).summary
+    else:
+        from cmcl.tracking import tracking_reporter
+
+        tracked = tracking_reporter(
+            job.tracking,
+            config=config,
+            run_dir=files.out,
+            study=job.study,
+            trial_id=job.trial_id,
+            run_id=job.run_id,
+            inner=reporter,
+        )
+        with tracked.marking_failure():
+            summary = fit(config, tracked, data=data).summary
     files.at_end()
     emit(
         {

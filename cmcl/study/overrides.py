@@ -62,6 +62,7 @@ def study_overrides(
     pairs: str | None = None,
     methods: str | None = None,
     optuna_storage: str | None = None,
+    tracking: str | None = None,
     assignments: Sequence[str] = (),
 ) -> list[StudyOverride]:
     """The changes ``--trials``, ``--seeds``, ``--pairs``, ``--methods`` and ``--study-set``
@@ -78,6 +79,8 @@ def study_overrides(
         changes.append(
             StudyOverride("trials", _yaml(trials, f"--trials {trials}"), f"--trials {trials}")
         )
+    if tracking is not None:
+        changes.append(StudyOverride("tracking", tracking, f"--tracking {tracking}"))
     if optuna_storage is not None:
         shown = "--optuna-storage URL"  # not echoed: a URL may hold a password
         changes.append(StudyOverride("optuna_storage", optuna_storage, shown))

@@ -76,6 +76,7 @@ STUDY_KEYS = (
     "storage",
     "optuna_storage",
     "keep",
+    "tracking",
     "tables",
 )
 KEEP = ("final", "all")
@@ -177,6 +178,9 @@ class StudySpec:
     """An Optuna RDB URL (postgresql://, mysql://, sqlite:///); None: a journal file in the
     study directory (local or NFS studies only)."""
     keep: str = "final"
+    tracking: str | None = None
+    """``mlflow``, ``wandb`` or ``tensorboard``: every run is also tracked there
+    (docs/tracking.md); None: the study's own results only."""
     tables: tuple[str, ...] = ()
 
     @property
@@ -288,6 +292,7 @@ def _spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "storage": spec.storage,
         "optuna_storage": spec.optuna_storage,
         "keep": spec.keep,
+        "tracking": spec.tracking,
         "tables": list(spec.tables),
     }
     if spec.searcher == "optuna":

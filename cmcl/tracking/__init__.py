@@ -37,6 +37,7 @@ __all__ = [
     "attach_files",
     "build_backend",
     "check_tracking",
+    "prepare_group",
     "run_identity",
     "run_params",
     "tracking_reporter",
@@ -126,6 +127,25 @@ def tracking_reporter(
         params=run_params(config.flat()),
         inner=inner,
     )
+
+
+def prepare_group(name: str, group: str) -> str | None:
+    """Before a study's runs start, once, in the driver: create the group where the tracker
+    needs it (MLflow: the experiment, and a new sqlite store's tables), so that the runs,
+    starting side by side, only find it. Returns a warning line if the tracker cannot be
+    reached (the runs go on: tracking never stops a study), else None."""
+    check_tracking(name)
+    if name != "mlflow":
+        return None
+    from cmcl.tracking.mlflow_backend import MlflowBackend, bounded_http
+
+    try:
+        with bounded_http():
+            MlflowBackend().experiment_id(group)
+    except Exception as error:  # any failure means the same: the tracker is not there now
+        where = os.environ.get("MLFLOW_TRACKING_URI") or "its default store"
+        return f"tracking: mlflow at {where} cannot be reached now ({error}); runs go on"
+    return None
 
 
 def attach_files(

@@ -25,6 +25,9 @@ from cmcl.tracking.identity import (
 )
 from cmcl.tracking.session import TrackingSession
 
+CHECKPOINT_WAIT_S = 15.0
+"""The longest a checkpoint waits for the tracker to take the points logged so far."""
+
 
 class TrackingReporter(Reporter):
     """Forwards every hook to ``inner`` (the console, a study's recorder) and tracks the run.
@@ -113,6 +116,10 @@ class TrackingReporter(Reporter):
             step = int(metrics["global_step"])
             self.last_step = max(self.last_step, step)
             self._queue(evaluation_values(metrics), step)
+            if checkpoint is not None:
+                # A run resumed from this checkpoint does not log its points again: they
+                # must be in the tracker first. Checkpoints are rare, and already slow.
+                self.session.wait(CHECKPOINT_WAIT_S)
 
     def on_end(self, summary: dict[str, Any], *, is_chief: bool) -> None:
         self.inner.on_end(summary, is_chief=is_chief)

@@ -65,6 +65,16 @@ class TrackingSession:
         except queue.Full:
             self._fail(f"it fell {QUEUE_LIMIT} calls behind the run")
 
+    def wait(self, timeout_s: float) -> None:
+        """Block until every call queued so far has run, ``timeout_s`` at most; a tracker
+        slower than that fails (one warning) rather than hold the run up again."""
+        if self.failed:
+            return
+        drained = threading.Event()
+        self.submit(drained.set)
+        if not drained.wait(timeout_s):
+            self._fail(f"its calls took more than {timeout_s:g} s at a checkpoint")
+
     def close(self) -> None:
         """Let the queued calls finish, waiting ``flush_s`` at most (the thread is a daemon:
         a tracker stuck in a call cannot keep the process alive)."""
