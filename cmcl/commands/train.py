@@ -113,9 +113,9 @@ def _fail(message: str) -> None:
 @click.option(
     "--max-failures",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Ray runs: restarts from the last checkpoint after a worker dies.",
+    default=None,
+    help="Ray runs: restarts of the worker group from the newest checkpoint after a worker "
+    "or its node is lost [default: train.restarts, 3]; the same as --set train.restarts=N.",
 )
 @click.option(
     "--tracking",
@@ -174,7 +174,8 @@ def train(
     With --workers N >= 2 (or --address) the run goes through Ray Train
     (docs/distributed.md): N DDP workers on a private local Ray or on the
     cluster at --address, checkpoints and run files in STORAGE/NAME, and up to
-    --max-failures restarts from the last checkpoint. Examples:
+    train.restarts (--max-failures) restarts of the worker group, each from the
+    newest checkpoint, after a worker or its node is lost. Examples:
       cmcl train --method cmco --workers 2
       cmcl train --method cmco --workers 8 --gpus-per-worker 1 \\
           --address auto --storage s3://my-bucket/cmcl
@@ -265,6 +266,17 @@ def train(
     click.echo(f"wrote {out}/summary.json")
 
 
+def _verbose() -> bool:
+    """``cmcl --verbose`` (or CMCL_VERBOSE=1): Ray's own output too."""
+    import os
+
+    from cmcl.cli import VERBOSE_ENV
+
+    context = click.get_current_context(silent=True)
+    root = context.find_root().params if context is not None else {}
+    return bool(root.get("verbose")) or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
 def _check_tracking(tracking: str | None, tracking_dir: str | None, *, on_ray: bool) -> None:
     """Before any run starts: the tracker's client is installed, the options fit together."""
     if tracking is None:
@@ -300,7 +312,7 @@ def _train_on_ray(
     workers: int,
     gpus_per_worker: float,
     address: str | None,
-    max_failures: int,
+    max_failures: int | None,
     quiet: bool,
 ) -> None:
     """``cmcl train`` through Ray Train (cmcl/ray/train.py) into ``location``; errors become
@@ -329,7 +341,7 @@ def _train_on_ray(
         f"adaptation steps on {workers} Ray Train workers -> {location.uri}",
         err=True,
     )
-    with ray_session(address) as available:
+    with ray_session(address, quiet=not _verbose()) as available:
         # Imported once the session is up: importing ray first would keep a private Ray from
         # binding to loopback (cmcl/ray/session.py).
         from cmcl.ray.train import fit_distributed

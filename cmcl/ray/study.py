@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cmcl.ray.session import ray_session
-from cmcl.study.directory import StudyDir, create_study_dir, load_study_dir
-from cmcl.study.driver import StudyDriver, StudyFailedError, StudyWaitTimeout
+from cmcl.study.directory import StudyDir, create_study_dir, expected_trials, load_study_dir
+from cmcl.study.driver import StudyDriver, StudyFailedError, StudyWaitTimeout, nothing_to_run
 from cmcl.study.lease import StudyLease
 from cmcl.study.naming import study_location
 from cmcl.study.plan import RunOverrides
@@ -131,6 +131,14 @@ def run_study(
             aside = set_unfinished_aside(study)
             if echo and aside:
                 print(f"[cmcl study] unfinished trials' files moved to {aside}", file=sys.stderr)
+        if nothing_to_run(study.read_state(), expected_trials(spec), retry_errored=retry_errored):
+            # Every trial ended and was saved: no Ray to start, nothing to wait for.
+            if echo:
+                print(
+                    f"[cmcl study] {spec.name}: every trial has ended; nothing to run",
+                    file=sys.stderr,
+                )
+            return study.location
         quiet_output(verbose)
         level = logging.WARNING if verbose else logging.ERROR
         stack.enter_context(

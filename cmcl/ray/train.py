@@ -132,6 +132,29 @@ class RayTrainReporter(Reporter):
                 self.location.upload(self.scratch / name)
 
 
+def _newest(checkpoint: Checkpoint | None, run: RunLocation) -> Checkpoint | None:
+    """The newest complete checkpoint of ``run``: Ray's, or a newer one in the run's storage.
+
+    Ray restores the newest checkpoint its controller registered; one that rank 0 had
+    written to storage when a worker died, before every worker had reported it, is
+    complete on storage but unknown to Ray. Restarting from Ray's would repeat the
+    steps between the two. Every rank lists the same storage and chooses alike.
+    """
+    names = run.checkpoint_names()
+    known = None if checkpoint is None else Path(checkpoint.path).name
+    if names and (known is None or names[-1] > known):
+        if known is not None:
+            log.warning(
+                "resuming from %s/%s/%s, newer than Ray's %s",
+                run.uri,
+                CHECKPOINTS,
+                names[-1],
+                known,
+            )
+        return Checkpoint(f"{run.fs_path}/{CHECKPOINTS}/{names[-1]}", filesystem=run.fs)
+    return checkpoint
+
+
 @contextlib.contextmanager
 def _local_copy(checkpoint: Checkpoint | None) -> Iterator[Path | None]:
     """A local directory holding ``checkpoint`` (downloaded if it lives in an object store)."""
@@ -215,7 +238,7 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
         progress=payload["progress"],
         stop_marker=run if payload.get("stoppable") else None,
     )
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = _newest(ray.train.get_checkpoint(), run)
     with _local_copy(checkpoint) as copied, _intact(copied, checkpoint, run) as restored:
         resume = str(restored) if restored is not None else payload["resume"]
         try:

@@ -138,6 +138,22 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def nothing_to_run(state: StudyState | None, expected: int, *, retry_errored: bool) -> bool:
+    """Whether a study whose records are ``state`` has every trial it asks for ended and
+    saved, with nothing a resume would run again: then no Ray is needed to resume it."""
+    if state is None or len(state.trials) < expected:
+        return False
+    for trial in state.trials.values():
+        if not trial.ended or (trial.state != "errored" and not trial.told):
+            return False
+        for run in trial.runs:
+            if run.state in ("done", "stopped") and not run.saved:
+                return False
+            if run.state == "failed" and (retry_errored or run.cause == "node"):
+                return False
+    return True
+
+
 class StudyDriver:
     """Drives one study directory to its end (see the module docstring).
 
@@ -698,10 +714,16 @@ class StudyDriver:
         if self.capacity is None or capacity.runs != self.capacity.runs:
             first = self.capacity is None
             self.capacity = capacity
+            lead = "" if first else "the cluster changed: "
             if capacity.runs > 0:
-                lead = "" if first else "the cluster changed: "
                 self.say(
-                    f"{lead}{capacity.runs} run(s) at once, each {capacity.per_run} (cluster: {capacity.cluster})"
+                    f"{lead}{capacity.runs} run(s) at once, each {capacity.per_run} "
+                    f"(cluster: {capacity.cluster})"
+                )
+            elif not first:
+                self.say(
+                    f"{lead}it holds no run of this study now (each needs {capacity.per_run}, "
+                    f"the cluster has {capacity.cluster}); runs in flight wait for resources"
                 )
             self.meta.setdefault("resolved", {}).update(
                 {

@@ -8,6 +8,7 @@ driver runs in this process, joined to the cluster, in a thread.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def _spec(store, name: str, **keys):
+    keys.setdefault("search", {"lambda": [1.0, 2.0]})
+    keys.setdefault("seeds", 2)
     settings = {
         k: v
         for k, v in tiny_overrides(
@@ -44,9 +47,7 @@ def _spec(store, name: str, **keys):
             "benchmark": "synthetic-epic",
             "pairs": ["D2-D1"],
             "methods": ["source_only"],
-            "settings": settings,
-            "search": {"lambda": [1.0, 2.0]},
-            "seeds": 2,
+            "settings": keys.pop("settings", settings),
             **keys,
         }
     )
@@ -136,3 +137,101 @@ def test_a_node_lost_under_a_study_of_single_worker_runs(tiny_store, tmp_path, c
         f"{killed_at - started:.1f} s in; restarted runs from steps "
         f"{[r.resumed_from for r in lost]}"
     )
+
+
+def _checkpoints(run_dir) -> list[str]:
+    root = run_dir / "checkpoints"
+    return (
+        sorted(p.name for p in root.iterdir() if (p / "state.pt").exists()) if root.is_dir() else []
+    )
+
+
+def test_a_node_lost_under_a_two_worker_run_restarts_it_from_its_newest_checkpoint(
+    tiny_store, tmp_path
+):
+    """`cmcl train --workers 2 --address ...` on the cluster, a node killed after the run's
+    second checkpoint and one added back 70 s later (Ray Train's worker group waits a minute
+    and tries again): the run continues from its newest checkpoint, not Ray's older one,
+    and the terminal gets one line per event, no traceback."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    settings = {
+        "train.warmup_steps": 20,
+        "train.steps": 2400,
+        "train.eval_every": 100,
+        "train.checkpoint_every": 300,
+        "train.lr_step": 1200,
+        "model.dropout": 0.0,
+    }
+    overrides = tiny_overrides(tiny_store, **settings)
+    args = ["--features", str(tiny_store), "--method", "cmco", "--workers", "2", "--quiet"]
+    for key, value in overrides.items():
+        if key not in ("benchmark", "pair", "data.features"):
+            args += ["--set", f"{key}={value}"]
+    storage = tmp_path / "storage"
+    with private_cluster(nodes=2, cpus_per_node=1) as cluster:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": cluster.address}
+
+        def train(name: str) -> subprocess.Popen:
+            command = [sys.executable, "-m", "cmcl.cli", "train", *args]
+            command += ["--address", cluster.address, "--out", str(storage / name)]
+            log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+            return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        assert train("straight").wait(600) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+        lost = train("lost")
+        run_dir = storage / "lost"
+        _wait_for(lambda: len(_checkpoints(run_dir)) >= 2, 300, "two checkpoints")
+        newest = _checkpoints(run_dir)[-1]
+        cluster.remove_node(next(iter(cluster.worker_nodes)), allow_graceful=False)
+        time.sleep(70)
+        cluster.add_node(num_cpus=1)
+        assert lost.wait(600) == 0, (tmp_path / "lost.log").read_text()[-3000:]
+    text = (tmp_path / "lost.log").read_text()
+    step = int(newest.removeprefix("step_"))
+    assert f"[cmcl] resuming at step {step} of 2420" in text, text[-3000:]
+    assert "a Ray Train worker failed" in text and "waiting for the cluster to hold 2" in text
+    assert "Traceback" not in text and "[state-dump]" not in text, text[-3000:]
+    history = pd.read_parquet(run_dir / "metrics.parquet")
+    reference = pd.read_parquet(storage / "straight" / "metrics.parquet")
+    columns = ["global_step", "target_acc", "target_acc_rgb", "target_acc_flow"]
+    pd.testing.assert_frame_equal(history[columns], reference[columns])
+    print(f"two-worker run: newest checkpoint at the kill {newest}; what the user saw:\n{text}")
+
+
+def test_a_study_on_a_cluster_too_small_says_so_and_goes_on_when_a_node_joins(
+    tiny_store, tmp_path, capfd
+):
+    spec = _spec(
+        tiny_store,
+        "small",
+        search={"lambda": [1.0]},
+        seeds=1,
+        resources={"workers": 2},
+        settings={
+            k: v for k, v in tiny_overrides(tiny_store).items() if k not in ("benchmark", "pair")
+        },
+    )
+    with private_cluster(nodes=1, cpus_per_node=1) as cluster:
+        study = create_study_dir(spec, storage=tmp_path)
+        outcome: dict = {}
+        thread = _drive_in_thread(study.location, outcome)
+        seen = []
+
+        def said_it_waits() -> bool:
+            seen.append(capfd.readouterr().err)
+            return "waiting: no run can start" in "".join(seen)
+
+        _wait_for(said_it_waits, 90, "the driver to say what it waits for")
+        cluster.add_node(num_cpus=1)
+        thread.join(300)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+    seen.append(capfd.readouterr().err)
+    err = "".join(seen)
+    assert "each run needs 2 CPU (2 workers), the cluster has 1 CPU, 0 GPU on 2 node(s)" in err
+    assert "the cluster changed: 1 run(s) at once" in err
+    (trial,) = study.read_state().trials.values()
+    assert trial.state == "done"

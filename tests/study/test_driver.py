@@ -277,3 +277,18 @@ def test_results_read_as_one_table_with_pandas(tmp_path):
     study, _ = _drive(tmp_path, _spec(methods=["cmco"], seeds=1), SimExecutor(1))
     frame = pd.read_parquet(FileStore(study.location).local_path(RESULTS_DIR))
     assert len(frame) == 5 and frame["run_id"].nunique() == 1
+
+
+def test_a_finished_study_needs_nothing_run_again(tmp_path):
+    from cmcl.study.driver import nothing_to_run
+
+    spec = _spec(methods=["cmco"], seeds=1, node_failures=0)
+    sim = SimExecutor(1, failures={"t0000-D2-D1-s0": ("node", 2)})
+    with pytest.raises(StudyFailedError):
+        study, _ = _drive(tmp_path, spec, sim)
+    study = load_study_dir(tmp_path / "out" / "sim")[0]
+    # A run lost to the infrastructure: a plain resume has something to do.
+    assert not nothing_to_run(study.read_state(), 1, retry_errored=False)
+    _drive(tmp_path, spec, SimExecutor(1))
+    assert nothing_to_run(study.read_state(), 1, retry_errored=False)
+    assert not nothing_to_run(study.read_state(), 2, retry_errored=False)  # one trial short
