@@ -343,10 +343,10 @@ def study_resume(directory, address, num_cpus, retry_errored, restart_unfinished
 def study_status(directory):
     """Trials and runs by state, the best so far and per pair, failed runs and how to retry
     them, read from DIRECTORY's files (no Ray). DIRECTORY may be an object-store URI."""
-    from cmcl.study.status import format_status, study_status
+    from cmcl.study.status import describe_study
 
     try:
-        click.echo(format_status(study_status(directory)))
+        click.echo(describe_study(directory))
     except FileNotFoundError as error:
         _fail(str(error))
 
@@ -356,7 +356,7 @@ def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options
     from cmcl.study.directory import StudyExistsError, StudyFinishedError
     from cmcl.study.driver import StudyFailedError, StudyWaitTimeout
     from cmcl.study.lease import StudyBusyError
-    from cmcl.study.status import format_status, study_status
+    from cmcl.study.status import describe_study
     from cmcl.study.unfinished import StudyStateError
     from cmcl.tracking import TrackingNotInstalledError
 
@@ -367,7 +367,7 @@ def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options
         click.echo(str(finished), err=True)
         path = finished.path
     except StudyFailedError as error:
-        click.echo(format_status(study_status(error.study)))
+        click.echo(describe_study(error.study))
         _fail(str(error))
     except (
         FileNotFoundError,
@@ -379,4 +379,4 @@ def _drive(function: Callable[..., Path], target: Any, *, quiet: bool, **options
         TrackingNotInstalledError,
     ) as error:
         _fail(str(error))
-    click.echo(format_status(study_status(path)))
+    click.echo(describe_study(path))

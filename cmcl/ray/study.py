@@ -109,6 +109,22 @@ def run_study(
         StudyWaitTimeout: the cluster could not start a run within resources.wait_timeout_s.
     """
     study, spec, meta = load_study_dir(location)
+    if spec.fidelity is not None:
+        return _run_two_fidelity(
+            study,
+            spec,
+            meta,
+            address=address,
+            num_cpus=num_cpus,
+            echo=echo,
+            verbose=verbose,
+            lease=lease,
+            options={
+                "max_concurrent": max_concurrent,
+                "retry_errored": retry_errored,
+                "restart_unfinished": restart_unfinished,
+            },
+        )
     check_layout(study)
     check_optuna_storage(spec, study)
     if spec.tracking is not None:
@@ -184,7 +200,13 @@ def run_new_study(
     instead of being told to resume. ``options`` go to :func:`run_study`.
     """
     # A layout no run can use fails here, before the lease, the directory and Ray.
-    check_resources(spec, overrides)
+    if spec.fidelity is not None:
+        from cmcl.study.fidelity import check_locations, screen_spec, split_overrides
+
+        check_locations(spec, overrides or {})
+        check_resources(screen_spec(spec), split_overrides(overrides or {})["screen"])
+    else:
+        check_resources(spec, overrides)
     location = study_location(storage, spec.name)
     check_optuna_storage(spec, location)
     if spec.tracking is not None:
@@ -211,3 +233,69 @@ def run_new_study(
         if not existed and not created:
             with contextlib.suppress(OSError):
                 os.rmdir(location)  # only if empty: the lease made it, nothing else is there
+
+
+def _run_two_fidelity(
+    parent: StudyDir,
+    spec: StudySpec,
+    meta: dict[str, Any],
+    *,
+    address: str | None,
+    num_cpus: int | None,
+    echo: bool,
+    verbose: bool,
+    lease: Any,
+    options: dict[str, Any],
+) -> str:
+    """Run (or resume) both stages of a two-fidelity study (cmcl/study/fidelity.py) on one Ray
+    session: the screen to its end, then the confirm stage made from the screen's records."""
+    from cmcl.study.fidelity import confirm_spec, screen_spec, split_overrides
+
+    stages = split_overrides(meta.get("run_overrides", {}))
+    with contextlib.ExitStack() as stack:
+        if lease is None:
+            lease = _lease(parent)
+            note = lease.acquire()
+            stack.callback(lease.release)
+            if note and echo:
+                print(f"[cmcl study] {note}", file=sys.stderr)
+        level = logging.WARNING if verbose else logging.ERROR
+        stack.enter_context(
+            ray_session(
+                address,
+                num_cpus=num_cpus,
+                log_to_driver=verbose,
+                logging_level=level,
+                quiet=not verbose,
+            )
+        )
+        screen = StudyDir(study_location(parent.location, screen_spec(spec).name))
+        if not screen.is_study():
+            create_study_dir(
+                screen_spec(spec),
+                storage=parent.location,
+                overrides=stages["screen"],
+                source=f"the screen stage of {spec.name}",
+            )
+        if echo:
+            print(
+                f"[cmcl study] {spec.name}: screen stage (feature mode) -> {screen}",
+                file=sys.stderr,
+            )
+        run_study(screen.location, echo=echo, verbose=verbose, **options)
+        confirm = StudyDir(study_location(parent.location, f"{spec.name}-confirm"))
+        if not confirm.is_study():
+            create_study_dir(
+                confirm_spec(spec, screen),
+                storage=parent.location,
+                overrides=stages["confirm"],
+                source=f"the confirm stage of {spec.name}",
+            )
+        if echo:
+            print(
+                f"[cmcl study] {spec.name}: confirm stage (video mode) -> {confirm}",
+                file=sys.stderr,
+            )
+        run_study(confirm.location, echo=echo, verbose=verbose, **options)
+        parent.write_driver("finished")
+    return parent.location

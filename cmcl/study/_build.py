@@ -17,6 +17,7 @@ from cmcl.study.spec import (
     PAPER_TABLES,
     SCHEDULERS,
     SEARCHERS,
+    Fidelity,
     Resources,
     Scheduler,
     SearchParam,
@@ -38,7 +39,8 @@ def build_spec(reader: Reader, *, keys: tuple[str, ...]) -> StudySpec:
     pairs = _pairs(reader.child("pairs", "all"), benchmarks)
     methods = _methods(reader.child("methods"))
     settings = check_settings(reader.child("settings", {}))
-    variants = _variants(reader.child("variants", []), methods)
+    pairs_seen = tuple(p for _, p in pairs)
+    variants = _variants(reader.child("variants", []), methods, pairs_seen)
     search = _search(reader.child("search", {}))
     searcher = reader.child("searcher", "grid").choice(SEARCHERS)
     seeds = _seeds(reader.child("seeds", 1))
@@ -66,6 +68,7 @@ def build_spec(reader: Reader, *, keys: tuple[str, ...]) -> StudySpec:
         optuna_storage=_optuna_storage(reader.child("optuna_storage", None)),
         keep=reader.child("keep", "final").choice(KEEP),
         tracking=_tracking(reader.child("tracking", None)),
+        fidelity=_fidelity(reader.child("fidelity", None), methods),
         tables=_tables(reader.child("tables", [])),
         **_searcher_options(reader, searcher),
     )
@@ -76,6 +79,7 @@ def build_spec(reader: Reader, *, keys: tuple[str, ...]) -> StudySpec:
             "upload the study's results afterwards with `cmcl track sync DIR --tracking NAME`",
             "tracking",
         )
+    _check_variant_pairs(reader, spec)
     _check_searcher(reader, spec)
     _check_values(reader, spec)
     return spec
@@ -103,6 +107,27 @@ def _storage(reader: Reader) -> str | None:
         except ValueError as error:
             raise reader.error(str(error)) from None
     return value
+
+
+def _fidelity(reader: Reader, methods: tuple[str, ...]) -> Fidelity | None:
+    if reader.data is None:
+        return None
+    reader.mapping(valid=("screen", "confirm", "top_k", "also_confirm"))
+    screen = reader.child("screen", "features").choice(("features",))
+    confirm = reader.child("confirm", "video").choice(("video",))
+    top = reader.child("top_k", 3)
+    top_k = None if top.data == "all" else top.integer(minimum=1)
+    also = (
+        tuple(reader.child("also_confirm", []).string_list()) if reader.has("also_confirm") else ()
+    )
+    from cmcl.methods.registry import METHODS
+
+    for method in also:
+        if method not in METHODS:
+            raise reader.error(
+                f"unknown method {method!r}; valid: {', '.join(METHODS)}", "also_confirm"
+            )
+    return Fidelity(screen=screen, confirm=confirm, top_k=top_k, also_confirm=also)
 
 
 def _tracking(reader: Reader) -> str | None:
@@ -180,13 +205,15 @@ def _methods(reader: Reader) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _variants(reader: Reader, methods: tuple[str, ...]) -> tuple[Variant, ...]:
+def _variants(
+    reader: Reader, methods: tuple[str, ...], pairs: tuple[str, ...]
+) -> tuple[Variant, ...]:
     if not isinstance(reader.data, list):
         raise reader.error(f"expected a list of {{name, settings, methods}}; got {reader.data!r}")
     variants: list[Variant] = []
     for index, item in enumerate(reader.data):
         entry = Reader(item, source=reader.source, path=f"{reader.path}[{index}]")
-        entry.mapping(valid=("name", "settings", "methods"))
+        entry.mapping(valid=("name", "settings", "methods", "pairs"))
         name = check_name(entry.child("name").data, f"{entry.path}.name")
         if any(v.name == name for v in variants):
             raise entry.error(f"variant name {name!r} is used twice", "name")
@@ -199,8 +226,16 @@ def _variants(reader: Reader, methods: tuple[str, ...]) -> tuple[Variant, ...]:
                         f"{method!r} is not one of the study's methods ({', '.join(methods)})",
                         "methods",
                     )
+        only_pairs = None
+        if entry.has("pairs"):
+            only_pairs = tuple(normalise_pair(p) for p in entry.child("pairs").string_list())
+            for pair in only_pairs:
+                if pair not in pairs:
+                    raise entry.error(
+                        f"{pair!r} is not one of the study's pairs ({', '.join(pairs)})", "pairs"
+                    )
         settings = check_settings(entry.child("settings", {}))
-        variants.append(Variant(name=name, settings=settings, methods=only))
+        variants.append(Variant(name=name, settings=settings, methods=only, pairs=only_pairs))
     return tuple(variants)
 
 
@@ -325,11 +360,17 @@ def _searcher_options(reader: Reader, searcher: str) -> dict[str, Any]:
 
 
 def grid_trial_count(spec: StudySpec) -> int:
-    """Trials of a grid study: configurations x (pairs when per_pair)."""
-    configurations = sum(len(spec.variants_of(m)) for m in spec.methods)
+    """Trials of a grid study: configurations x (pairs when per_pair; a variant's own pairs)."""
     points = math.prod(len(p.grid()) for p in spec.search)
-    pairs = len(spec.pairs) if spec.objective == "per_pair" else 1
-    return configurations * points * pairs
+    count = 0
+    for method in spec.methods:
+        for variant in spec.variants_of(method):
+            if spec.objective == "per_pair":
+                pairs = len(variant.pairs) if variant and variant.pairs else len(spec.pairs)
+            else:
+                pairs = 1
+            count += points * pairs
+    return count
 
 
 def _check_overlaps(reader: Reader, spec: StudySpec) -> None:
@@ -344,6 +385,14 @@ def _check_overlaps(reader: Reader, spec: StudySpec) -> None:
                     f"variant {variant.name!r} fixes {key}, which is searched; keep one",
                     "variants",
                 )
+
+
+def _check_variant_pairs(reader: Reader, spec: StudySpec) -> None:
+    if spec.objective == "mean" and any(v.pairs for v in spec.variants):
+        raise reader.error(
+            "a variant's pairs apply to objective per_pair (with mean, a trial runs on every pair)",
+            "variants",
+        )
 
 
 def _check_searcher(reader: Reader, spec: StudySpec) -> None:

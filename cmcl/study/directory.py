@@ -233,6 +233,12 @@ def create_study_dir(
         "tables": list(spec.tables),
         "run_overrides": options,
     }
+    if spec.fidelity is not None:
+        meta["fidelity"] = {
+            "stages": [f"{spec.name}-screen", f"{spec.name}-confirm"],
+            "top_k": "all" if spec.fidelity.top_k is None else spec.fidelity.top_k,
+            "also_confirm": list(spec.fidelity.also_confirm),
+        }
     if spec.searcher == "optuna":
         # Unique per directory: two studies of one name must not share an Optuna study in a
         # database they share.

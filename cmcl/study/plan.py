@@ -68,6 +68,13 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
             for values in itertools.product(*grids):
                 params = {p.key: v for p, v in zip(spec.search, values, strict=True)}
                 for pair in pairs:
+                    if (
+                        pair
+                        and variant
+                        and variant.pairs
+                        and pair.split("/")[1] not in variant.pairs
+                    ):
+                        continue
                     points.append(
                         {
                             "method": method,

@@ -27,6 +27,7 @@ from cmcl.study._parse import Reader, StudySpecError
 __all__ = [
     "METRICS",
     "PAPER_TABLES",
+    "Fidelity",
     "Resources",
     "Scheduler",
     "SearchParam",
@@ -77,6 +78,7 @@ STUDY_KEYS = (
     "optuna_storage",
     "keep",
     "tracking",
+    "fidelity",
     "tables",
 )
 KEEP = ("final", "all")
@@ -122,6 +124,25 @@ class Variant:
     settings: tuple[tuple[str, Any], ...]
     methods: tuple[str, ...] | None = None
     """None: every method of the study."""
+    pairs: tuple[str, ...] | None = None
+    """The pairs it runs on (``objective: per_pair``); None: every pair of the study."""
+
+
+FIDELITIES = ("features", "video")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A study in two stages: every configuration in feature mode, then the best again in
+    video mode, end to end (docs/studies.md, "Two-fidelity studies")."""
+
+    screen: str = "features"
+    confirm: str = "video"
+    top_k: int | None = 3
+    """Configurations the confirm stage runs again (per pair with ``objective: per_pair``);
+    None: all of them (``top_k: all``), to measure how well the stages agree."""
+    also_confirm: tuple[str, ...] = ()
+    """Methods (baselines) run in the confirm stage too, at the study's settings."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +202,7 @@ class StudySpec:
     tracking: str | None = None
     """``mlflow``, ``wandb`` or ``tensorboard``: every run is also tracked there
     (docs/tracking.md); None: the study's own results only."""
+    fidelity: Fidelity | None = None
     tables: tuple[str, ...] = ()
 
     @property
@@ -274,6 +296,7 @@ def _spec_to_dict(spec: StudySpec) -> dict[str, Any]:
                 "name": v.name,
                 "settings": dict(v.settings),
                 **({"methods": list(v.methods)} if v.methods is not None else {}),
+                **({"pairs": list(v.pairs)} if v.pairs is not None else {}),
             }
             for v in spec.variants
         ],
@@ -295,6 +318,14 @@ def _spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "tracking": spec.tracking,
         "tables": list(spec.tables),
     }
+    if spec.fidelity is not None:
+        f = spec.fidelity
+        data["fidelity"] = {
+            "screen": f.screen,
+            "confirm": f.confirm,
+            "top_k": "all" if f.top_k is None else f.top_k,
+            "also_confirm": list(f.also_confirm),
+        }
     if spec.searcher == "optuna":
         data["trials"] = spec.trials
         data["optuna"] = {"seed": spec.optuna_seed, "n_startup_trials": spec.n_startup_trials}

@@ -214,3 +214,27 @@ def format_status(status: StudyStatus) -> str:
             f"  {unfinished} trials unfinished: continue with `cmcl study resume {status.path}`"
         )
     return "\n".join(lines)
+
+
+def describe_study(path: str | Path) -> str:
+    """What ``cmcl study status`` prints: one study's status, or each stage's of a
+    two-fidelity study (its screen, then its confirm stage once the screen has ended)."""
+    study = StudyDir(path)
+    meta = study.read_meta()
+    fidelity = meta.get("fidelity")
+    if not fidelity:
+        return format_status(study_status(study))
+    lines = [
+        f"two-fidelity study {meta.get('name')} ({study}): screen in feature mode, then the "
+        f"top {fidelity.get('top_k')} again in video mode"
+        + (f" with {', '.join(fidelity['also_confirm'])}" if fidelity.get("also_confirm") else "")
+    ]
+    for name, what in zip(fidelity["stages"], ("screen", "confirm"), strict=True):
+        stage = StudyDir(study.store.uri(name))
+        if not stage.is_study():
+            after = " (made when the screen has ended)" if what == "confirm" else ""
+            lines.append(f"{what}: not started{after}")
+            continue
+        lines.append(f"{what}:")
+        lines += ["  " + line for line in format_status(study_status(stage)).splitlines()]
+    return "\n".join(lines)

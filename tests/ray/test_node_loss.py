@@ -167,7 +167,7 @@ def test_a_node_lost_under_a_two_worker_run_restarts_it_from_its_newest_checkpoi
         "model.dropout": 0.0,
     }
     overrides = tiny_overrides(tiny_store, **settings)
-    args = ["--features", str(tiny_store), "--method", "cmco", "--workers", "2", "--quiet"]
+    args = ["--features", str(tiny_store), "--method", "cmco", "--workers", "2"]
     for key, value in overrides.items():
         if key not in ("benchmark", "pair", "data.features"):
             args += ["--set", f"{key}={value}"]
