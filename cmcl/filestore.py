@@ -104,6 +104,10 @@ class FileStore:
         self.fs  # noqa: B018 (connect, which sets the base path)
         return f"{self._base.rstrip('/')}/{relative}".rstrip("/") if relative else self._base
 
+    def fs_path(self, relative: str = "") -> str:
+        """``relative`` as a path on :attr:`fs` (no URI scheme): what pyarrow and Ray take."""
+        return self._path(relative)
+
     # -- reading ----------------------------------------------------------------------
     def exists(self, relative: str) -> bool:
         return self.fs.get_file_info(self._path(relative)).type != pafs.FileType.NotFound

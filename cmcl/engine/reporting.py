@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from cmcl.common import atomic_write_json
 
 
 class Reporter:
@@ -82,16 +83,9 @@ class ConsoleReporter(Reporter):
             self.bar = None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write_text(
-        path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
-    )
+    """Replace ``path`` with ``data`` as JSON, atomically (cmcl.common)."""
+    atomic_write_json(path, data)
 
 
 FAILURE_FILE = "failure.json"
@@ -104,12 +98,6 @@ def write_failure(run_dir: Path, error: BaseException) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, {"error": type(error).__name__, "message": str(error)})
     return path
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def write_metrics(path: Path, history: list[dict[str, Any]]) -> None:

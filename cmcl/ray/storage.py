@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from cmcl.config import RunConfig
+from cmcl.filestore import FileStore, resolve_location
 
 RESULT_FILES = ("config.json", "metrics.parquet", "summary.json", "features.parquet", "model.pt")
 CHECKPOINTS = "checkpoints"
@@ -52,18 +53,12 @@ def is_uri(storage: str) -> bool:
 
 def resolve_storage(storage: str | Path) -> str:
     """An absolute local path, or the URI unchanged (Ray Train needs one or the other)."""
-    text = str(storage)
-    if not text:
-        raise ValueError("storage must be a directory path or a URI such as s3://bucket/prefix")
-    if is_uri(text) and not text.startswith("file://"):
-        return text.rstrip("/")
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return str(Path(text).expanduser().resolve())
+    return resolve_location(storage)
 
 
 class RunLocation:
-    """``<storage>/<name>`` on its filesystem, with small read/write helpers.
+    """``<storage>/<name>`` on its filesystem: a :class:`~cmcl.filestore.FileStore` with
+    what Ray Train needs besides (its pyarrow filesystem and path, the checkpoint names).
 
     Args:
         storage: a local directory or a URI (resolved by :func:`resolve_storage`).
@@ -73,88 +68,54 @@ class RunLocation:
     def __init__(self, storage: str | Path, name: str) -> None:
         self.storage = resolve_storage(storage)
         self.name = check_run_name(name)
-        self._fs: pafs.FileSystem | None = None
-        self._base = self.storage
-
-    def _connect(self) -> None:
-        # Lazily: resolving an object-store URI may need the network.
-        if self._fs is None:
-            if is_uri(self.storage):
-                self._fs, self._base = pafs.FileSystem.from_uri(self.storage)
-            else:
-                self._fs = pafs.LocalFileSystem()
+        self.store = FileStore(f"{self.storage}/{self.name}")
 
     @property
     def fs(self) -> pafs.FileSystem:
-        self._connect()
-        assert self._fs is not None
-        return self._fs
+        return self.store.fs
 
     @property
     def fs_path(self) -> str:
         """The run directory as a path on :attr:`fs` (no URI scheme)."""
-        self._connect()
-        return f"{self._base.rstrip('/')}/{self.name}"
+        return self.store.fs_path()
 
     @property
     def uri(self) -> str:
         """Where a user finds the run: a local path or ``scheme://.../name``."""
-        return f"{self.storage.rstrip('/')}/{self.name}"
-
-    def _path(self, relative: str) -> str:
-        return f"{self.fs_path}/{relative}"
+        return self.store.root
 
     def exists(self, relative: str) -> bool:
-        return self.fs.get_file_info(self._path(relative)).type != pafs.FileType.NotFound
+        return self.store.exists(relative)
 
     def read_bytes(self, relative: str) -> bytes | None:
-        if not self.exists(relative):
-            return None
-        with self.fs.open_input_stream(self._path(relative)) as stream:
-            return stream.read()
+        return self.store.read_bytes(relative)
 
     def read_json(self, relative: str) -> dict[str, Any] | None:
+        """The file's JSON object, None when missing; a ValueError when it is not JSON."""
         data = self.read_bytes(relative)
         return None if data is None else json.loads(data)
 
     def remove(self, relative: str) -> None:
         """Delete one file if it is there."""
-        if self.exists(relative):
-            self.fs.delete_file(self._path(relative))
+        self.store.delete(relative)
 
     def write_bytes(self, relative: str, data: bytes) -> None:
-        """Write through a temporary name then move, so readers never see half a file."""
-        path = self._path(relative)
-        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = path + ".tmp"
-        with self.fs.open_output_stream(tmp) as stream:
-            stream.write(data)
-        self.fs.move(tmp, path)
+        """Replace ``relative`` whole (readers never see half a file)."""
+        self.store.write_bytes(relative, data)
 
     def upload(self, local: Path, relative: str | None = None) -> None:
         """Copy one local file to ``<storage>/<name>/<relative or its name>``."""
-        self.write_bytes(relative or local.name, Path(local).read_bytes())
+        self.store.upload(Path(local), relative or Path(local).name)
 
     def checkpoint_names(self) -> list[str]:
         """Complete checkpoints (``step_XXXXXXX`` holding state.pt), oldest first."""
-        selector = pafs.FileSelector(self._path(CHECKPOINTS), allow_not_found=True)
-        names = [
-            info.base_name
-            for info in self.fs.get_file_info(selector)
-            if info.type == pafs.FileType.Directory and info.base_name.startswith("step_")
-        ]
+        names = [n for n in self.store.list_dirs(CHECKPOINTS) if n.startswith("step_")]
         return sorted(n for n in names if self.exists(f"{CHECKPOINTS}/{n}/state.pt"))
 
     def download_results(self, target: Path) -> list[Path]:
         """Copy the result files that exist (not checkpoints) into a local directory."""
         target.mkdir(parents=True, exist_ok=True)
-        copied = []
-        for name in RESULT_FILES:
-            data = self.read_bytes(name)
-            if data is not None:
-                (target / name).write_bytes(data)
-                copied.append(target / name)
-        return copied
+        return [target / n for n in RESULT_FILES if self.store.download(n, target / n)]
 
 
 def record_config(location: RunLocation, config: RunConfig) -> None:

@@ -199,19 +199,6 @@ def _intact(
     )
 
 
-def _quiet_report_lines() -> None:
-    """Silence Ray's per-report INFO line on this worker.
-
-    Ray 2.60 logs it through a logger named by its source file path, which
-    LoggingConfig(log_level=...) does not reach; a missing module is no error.
-    """
-    import importlib.util
-
-    spec = importlib.util.find_spec("ray.train.v2._internal.execution.context")
-    if spec is not None and spec.origin:
-        logging.getLogger(spec.origin).setLevel(logging.WARNING)
-
-
 def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
     """The function every Ray Train worker runs; returns the summary on rank 0.
 
@@ -219,7 +206,6 @@ def train_worker(payload: dict[str, Any]) -> dict[str, Any] | None:
     (a checkpoint directory every worker can read, used when Ray has none yet)
     and ``progress``.
     """
-    _quiet_report_lines()
     context = ray.train.get_context()
     rank = context.get_world_rank()
     scratch = Path(context.get_storage().local_working_directory) / SCRATCH
