@@ -35,6 +35,8 @@ def test_every_expected_file_is_there():
         "table8_alignment",
         "hpo_epic",
         "hpo_ucf_hmdb",
+        "hpo_epic_two_fidelity",
+        "hpo_ucf_hmdb_two_fidelity",
     }
     assert {p.stem for p in STUDIES} == expected
 
@@ -89,3 +91,19 @@ def test_quickstart_is_small():
     assert spec.benchmarks == ("synthetic-epic",) and grid_trial_count(spec) == 4
     steps = dict(spec.settings)
     assert steps["train.warmup_steps"] + steps["train.steps"] <= 1000
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in STUDIES if "two_fidelity" in p.stem], ids=lambda p: p.stem
+)
+def test_two_fidelity_files_screen_the_hpo_space_and_need_both_locations(path, tmp_path):
+    from cmcl.study.fidelity import check_locations
+
+    spec = loaded(path)
+    plain = load_spec(path.with_name(path.name.replace("_two_fidelity", "")))
+    assert spec.search == plain.search and spec.pairs == plain.pairs
+    assert spec.fidelity.top_k == 3 and spec.fidelity.also_confirm == ("source_only",)
+    both = command_line_overrides(spec, features=(str(tmp_path),), root=(str(tmp_path),))
+    check_locations(spec, both)
+    with pytest.raises(ValueError, match="give the frames"):
+        check_locations(spec, command_line_overrides(spec, features=(str(tmp_path),)))
