@@ -30,52 +30,35 @@ this class with a simulated one.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cmcl.common import METRICS
-from cmcl.results import (
-    RESULTS_DIR,
-    SUMMARIES_DIR,
-    ResultsWriter,
-    RunIdentity,
-    evaluation_rows,
-    read_dataset,
-    summary_row,
-)
 from cmcl.study.aggregate import TrialProgress
 from cmcl.study.asha import ASHA
 from cmcl.study.directory import StudyDir, adaptation_evaluations
 from cmcl.study.execute import RunJob
-from cmcl.study.naming import run_dir, run_id, trial_id
+from cmcl.study.naming import run_id, trial_id
 from cmcl.study.plan import RunKey, RunOverrides, TrialPlan, run_config
+from cmcl.study.progress import Capacity, StudyWaitTimeout, Voice, failure_message
 from cmcl.study.records import RunRecord, StudyState, TrialRecord
+from cmcl.study.restore import SavedRuns, plan_of, reopen_trials, selection
+from cmcl.study.saving import EndedRun, ResultsBuffer, timed_write
 from cmcl.study.spec import StudySpec
+
+__all__ = [
+    "Capacity",
+    "Executor",
+    "StudyDriver",
+    "StudyFailedError",
+    "StudyWaitTimeout",
+    "nothing_to_run",
+]
 
 POLL_S = 0.5
 CAPACITY_EVERY_S = 5.0
-WAIT_NOTICE_S = 30.0
-"""A run queued this long for resources is reported (and the study's plan with it)."""
-WAIT_REPEAT_S = 300.0
-FLUSH_EVERY_S = 20.0
-FLUSH_RUNS = 64
 SAVE_EVERY_S = 1.0
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What the cluster offers this study now."""
-
-    runs: int
-    """Runs of this study the live nodes hold at once."""
-    cluster: str
-    """The live nodes' resources in words: ``4 CPU, 1 GPU on 3 node(s)``."""
-    per_run: str
-    """What one run asks: ``1 CPU + 0.25 GPU (1 worker)``."""
 
 
 class Executor(Protocol):
@@ -102,36 +85,6 @@ class StudyFailedError(RuntimeError):
     def __init__(self, message: str, study: str) -> None:
         super().__init__(message)
         self.study = study
-
-
-class StudyWaitTimeout(RuntimeError):
-    """The cluster could not start a run within ``resources.wait_timeout_s``."""
-
-
-@dataclass
-class _Ended:
-    """A run whose results wait for the next flush."""
-
-    run: RunRecord
-    trial: TrialRecord
-    state: str
-    summary: dict[str, Any]
-    history: list[dict[str, Any]]
-    has_features: bool = False
-    has_weights: bool = False
-    extra: dict[str, float] = field(default_factory=dict)
-
-
-def _selection(row: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key in METRICS:
-        value = row.get(key)
-        if value is not None:
-            try:
-                out[key] = float(value)
-            except (TypeError, ValueError):
-                continue
-    return out
 
 
 def _finite(value: Any) -> bool:
@@ -193,30 +146,20 @@ class StudyDriver:
         self.jobs: dict[str, RunJob] = {}
         self.rows: dict[str, dict[int, dict[str, Any]]] = {}
         self.retry: deque[str] = deque()
-        self.ending: list[_Ended] = []
-        self.writer = ResultsWriter(study.store)
+        self.buffer = ResultsBuffer(study, name=spec.name, keep=spec.keep, clock=clock)
+        self.voice = Voice(spec, echo=echo, clock=clock)
         self.exhausted = False
         self.capacity: Capacity | None = None
         self.asha = self._asha()
-        now = clock()
         self._checked_capacity = -math.inf
         self._saved_at = -math.inf
         self._save_cost = 0.0
         self._dirty = True
-        self._flushed_at = now
-        self._blocked_since: float | None = None
-        self._wait_said: tuple[str, float] | None = None
-        self._last_line = ""
-        self._last_key = ""
-        self._said_at = -math.inf
-        self._ended_before: dict[str, str] = {}
-        self._saved: dict[str, dict[str, float]] | None = None
-        self._saved_evals: dict[str, list[dict[str, float]]] | None = None
+        self.saved: SavedRuns | None = None
 
     # -- output ------------------------------------------------------------------------
     def say(self, text: str) -> None:
-        if self.echo:
-            print(f"[cmcl study] {text}", file=sys.stderr, flush=True)
+        self.voice.say(text)
 
     def _asha(self) -> ASHA | None:
         if self.spec.scheduler.name != "asha":
@@ -263,7 +206,13 @@ class StudyDriver:
                 t.state in ("done", "stopped") for t in trials
             ):
                 outcome = "failed"
-                raise StudyFailedError(self._failure_message(), self.study.location)
+                message = failure_message(
+                    self.spec,
+                    self.state.trials.values(),
+                    expected=self.source.expected,
+                    study=self.study,
+                )
+                raise StudyFailedError(message, self.study.location)
             return outcome
         finally:
             self.executor.shutdown()
@@ -280,26 +229,18 @@ class StudyDriver:
 
     # -- restoring -----------------------------------------------------------------------
     def _restore(self) -> None:
-        removed = self.writer.recover()
+        removed = self.buffer.recover()
         if removed:
             self.say(f"removed {len(removed)} half-written result file(s) of a stopped driver")
         state = self.study.read_state() or StudyState()
         state.sessions += 1
         self.state = state
-        ended = self._ended_before = self._ended_runs()
+        self.saved = SavedRuns(self.study.store)
+        reopen_trials(state, self.saved.ended, retry=self.retry_errored)
         for trial in state.trials.values():
-            self.plans[trial.trial_id] = self._plan_of(trial)
-            for run in trial.runs:
-                self._restore_run(trial, run, ended)
-            if trial.state == "errored" and any(r.state == "pending" for r in trial.runs):
-                trial.state, trial.reason = "running", None
-                for run in trial.runs:
-                    if run.state == "cancelled":
-                        run.state = "pending"
-            if not trial.ended:
-                trial.state = "running" if any(r.state == "done" for r in trial.runs) else "pending"
+            self.plans[trial.trial_id] = plan_of(self.spec, trial)
         for number, plan, *told in self.source.adopt(list(state.trials.values())):
-            trial = self._new_trial(number, plan, ended)
+            trial = self._new_trial(number, plan)
             told_as = told[0] if told else None
             if told_as in ("PRUNED", "FAIL"):
                 # Optuna heard how it ended from a driver that stopped before recording it.
@@ -319,73 +260,11 @@ class StudyDriver:
             self._maybe_finish_trial(trial)
         self.study.write_meta(self.meta)
 
-    def _ended_runs(self) -> dict[str, str]:
-        from cmcl.results import ended_runs
-
-        return ended_runs(self.study.store)
-
-    def _restore_run(self, trial: TrialRecord, run: RunRecord, ended: dict[str, str]) -> None:
-        if run.run_id in ended:
-            run.state, run.saved = ended[run.run_id], True
-            return
-        run.saved = False
-        if run.state in ("done", "stopped", "running", "queued"):
-            # Ended but not saved, or in flight when the driver stopped: run it again (from
-            # its newest checkpoint; a run that had finished only re-reads its result).
-            run.state = "pending"
-        elif run.state == "failed" and (self.retry_errored or run.cause == "node"):
-            # Lost to the infrastructure more often than one driver allows: a plain resume
-            # tries again; a failure of the run's code only with --retry-errored.
-            run.state, run.cause, run.reason = "pending", None, None
-            run.code_failures = run.node_failures = 0
-        elif run.state == "cancelled" and not trial.ended:
-            run.state = "pending"
-        if trial.state == "stopped" and run.state == "pending":
-            run.state = "cancelled"
-
-    def _plan_of(self, trial: TrialRecord) -> TrialPlan:
-        return TrialPlan(
-            method=trial.method,
-            variant=trial.variant,
-            pairs=tuple((b, p) for b, p in trial.pairs),
-            params=tuple(
-                (p.key, trial.params[p.key]) for p in self.spec.search if p.key in trial.params
-            ),
-            seeds=tuple(dict.fromkeys(r.seed for r in trial.runs)),
-        )
-
     def _replay(self, trial: TrialRecord) -> None:
-        """Give an unfinished trial's progress what its saved runs already reported (their
-        numbers are in the results, not in memory): each saved run's summary, and with ASHA
-        its evaluations too (the rounds a rung is decided on)."""
-        saved = [r.run_id for r in trial.runs if r.run_id in self._ended_before]
-        if trial.ended or not saved:
-            return
-        progress = self._progress_of(trial)
-        summaries, evaluations = self._saved_numbers(with_evaluations=self.asha is not None)
-        for run in saved:
-            for index, row in enumerate(evaluations.get(run, []), start=1):
-                progress.add({"kind": "evaluation", "run_id": run, "index": index, "metrics": row})
-            progress.add({"kind": "summary", "run_id": run, "summary": summaries[run]})
-
-    def _saved_numbers(self, *, with_evaluations: bool):
-        """Selection metrics of every saved run's summary (and evaluations), read once."""
-        if self._saved is None:
-            data = read_dataset(self.study.store, SUMMARIES_DIR, columns=["run_id", *METRICS])
-            self._saved = {row.pop("run_id"): _selection(row) for row in data.to_pylist()}
-        if with_evaluations and self._saved_evals is None:
-            columns = ["run_id", "global_step", *METRICS]
-            rows = read_dataset(self.study.store, RESULTS_DIR, columns=columns).to_pylist()
-            rows.sort(key=lambda r: (r["run_id"], r["global_step"]))
-            self._saved_evals = {}
-            for row in rows:
-                self._saved_evals.setdefault(row["run_id"], []).append(_selection(row))
-        return self._saved, self._saved_evals or {}
+        self.saved.feed(trial, self._progress_of(trial), with_evaluations=self.asha is not None)
 
     # -- trials and runs ----------------------------------------------------------------
-    def _new_trial(
-        self, number: int, plan: TrialPlan, ended: dict[str, str] | None = None
-    ) -> TrialRecord:
+    def _new_trial(self, number: int, plan: TrialPlan) -> TrialRecord:
         tid = trial_id(number)
         runs = [
             RunRecord(
@@ -408,10 +287,9 @@ class StudyDriver:
             description=self._describe(plan),
             runs=runs,
         )
-        ended = ended if ended is not None else {}
         for run in runs:
-            if run.run_id in ended:  # the records were lost, the results were not
-                run.state, run.saved = ended[run.run_id], True
+            if run.run_id in self.saved.ended:  # the records were lost, the results were not
+                run.state, run.saved = self.saved.ended[run.run_id], True
         self.state.trials[tid] = trial
         self.plans[tid] = plan
         self._progress_of(trial)
@@ -465,7 +343,7 @@ class StudyDriver:
             if plan is None:
                 self.exhausted = True
                 break
-            trial = self._new_trial(*plan, ended=self._ended_before)
+            trial = self._new_trial(*plan)
             self._replay(trial)
             self._maybe_finish_trial(trial)
             open_trials = [t for t in self.state.trials.values() if not t.ended]
@@ -547,7 +425,7 @@ class StudyDriver:
         if trial.ended:
             return
         rounds = self.progress[trial.trial_id].add(
-            {"kind": "evaluation", "run_id": run.run_id, "index": index, "metrics": _selection(row)}
+            {"kind": "evaluation", "run_id": run.run_id, "index": index, "metrics": selection(row)}
         )
         for result in rounds:
             trial.last = result["objective"] if _finite(result["objective"]) else None
@@ -568,10 +446,12 @@ class StudyDriver:
         self.rows[run.run_id] = dict(enumerate(history, start=1))
         run.state, run.cause, run.reason = "done", None, None
         run.evaluations = len(history)
-        self.ending.append(
-            _Ended(
+        self.buffer.add(
+            EndedRun(
                 run=run,
                 trial=trial,
+                plan=self.plans[trial.trial_id],
+                config=self._config(trial, run),
                 state="done",
                 summary=dict(event["summary"]),
                 history=history,
@@ -589,11 +469,11 @@ class StudyDriver:
                     "kind": "evaluation",
                     "run_id": run.run_id,
                     "index": index,
-                    "metrics": _selection(row),
+                    "metrics": selection(row),
                 }
             )
         progress.add(
-            {"kind": "summary", "run_id": run.run_id, "summary": _selection(event["summary"])}
+            {"kind": "summary", "run_id": run.run_id, "summary": selection(event["summary"])}
         )
         self._maybe_finish_trial(trial)
 
@@ -676,10 +556,12 @@ class StudyDriver:
             job = self.jobs.get(run.run_id)
             last_k = job.config.train.eval_last_k if job else 9
             run.state = "stopped"
-            self.ending.append(
-                _Ended(
+            self.buffer.add(
+                EndedRun(
                     run=run,
                     trial=trial,
+                    plan=self.plans[trial.trial_id],
+                    config=self._config(trial, run),
                     state="stopped",
                     summary=summarise(rows, last_k=last_k),
                     history=rows,
@@ -712,19 +594,7 @@ class StudyDriver:
         self._checked_capacity = now
         capacity = self.executor.capacity()
         if self.capacity is None or capacity.runs != self.capacity.runs:
-            first = self.capacity is None
-            self.capacity = capacity
-            lead = "" if first else "the cluster changed: "
-            if capacity.runs > 0:
-                self.say(
-                    f"{lead}{capacity.runs} run(s) at once, each {capacity.per_run} "
-                    f"(cluster: {capacity.cluster})"
-                )
-            elif not first:
-                self.say(
-                    f"{lead}it holds no run of this study now (each needs {capacity.per_run}, "
-                    f"the cluster has {capacity.cluster}); runs in flight wait for resources"
-                )
+            self.voice.capacity_changed(capacity, first=self.capacity is None)
             self.meta.setdefault("resolved", {}).update(
                 {
                     "runs_at_once": capacity.runs,
@@ -735,110 +605,31 @@ class StudyDriver:
         self.capacity = capacity
 
     def _check_waiting(self) -> None:
-        now = self.clock()
         assert self.capacity is not None
-        queued = [r for r in self.active if r not in self.began]
-        blocked = self.capacity.runs == 0 and not self._done()
-        if blocked and self._blocked_since is None:
-            self._blocked_since = now
-        elif not blocked:
-            self._blocked_since = None
-        since = min((self.active[r] for r in queued), default=None)
-        if self._blocked_since is not None:
-            since = self._blocked_since if since is None else min(since, self._blocked_since)
-        if since is None or now - since < WAIT_NOTICE_S:
-            return
-        message = self._wait_message(len(queued), blocked, now - since)
-        key = message.split(" for ", 1)[0] + self.capacity.cluster
-        if (
-            self._wait_said is None
-            or self._wait_said[0] != key
-            or now - self._wait_said[1] >= WAIT_REPEAT_S
-        ):
-            self._wait_said = (key, now)
-            self.say(message)
-        timeout = self.spec.resources.wait_timeout_s
-        if timeout is not None and now - since > timeout:
-            raise StudyWaitTimeout(
-                f"{message} (waited more than resources.wait_timeout_s = {timeout:g} s)"
-            )
-
-    def _wait_message(self, queued: int, blocked: bool, waited: float) -> str:
-        capacity = self.capacity
-        assert capacity is not None
-        running = len(self.began)
-        what = (
-            "no run can start: the cluster holds none"
-            if blocked
-            else f"{queued} run(s) queued for resources"
-        )
-        return (
-            f"waiting: {what} for {waited:.0f} s; each run needs {capacity.per_run}, the "
-            f"cluster has {capacity.cluster} ({running} run(s) of this study running). Runs "
-            "start as soon as resources free up or nodes join (a cloud cluster's autoscaler "
-            "adds them; locally: cluster/local.sh add-node); or stop with Ctrl-C and resume "
-            "with smaller --cpus-per-worker/--workers"
+        self.voice.waiting(
+            self.capacity,
+            queued_since=[t for r, t in self.active.items() if r not in self.began],
+            running=len(self.began),
+            blocked=self.capacity.runs == 0 and not self._done(),
         )
 
     # -- results and records -------------------------------------------------------------
+    def _config(self, trial: TrialRecord, run: RunRecord):
+        job = self.jobs.get(run.run_id)
+        if job is not None:
+            return job.config
+        key = RunKey(run.benchmark, run.pair, run.seed)
+        return run_config(self.spec, self.plans[trial.trial_id], key, overrides=self.overrides)
+
     def _flush(self, *, force: bool) -> None:
-        if not self.ending:
-            self._flushed_at = self.clock()
+        flushed = self.buffer.flush(force=force)
+        if not flushed:
             return
-        due = len(self.ending) >= FLUSH_RUNS or self.clock() - self._flushed_at >= FLUSH_EVERY_S
-        if not (force or due):
-            return
-        evaluations, summaries = [], []
-        for item in self.ending:
-            job = self.jobs.get(item.run.run_id)
-            plan = self.plans[item.trial.trial_id]
-            config = (
-                job.config
-                if job
-                else run_config(
-                    self.spec,
-                    plan,
-                    RunKey(item.run.benchmark, item.run.pair, item.run.seed),
-                    overrides=self.overrides,
-                )
-            )
-            identity = RunIdentity(
-                study=self.spec.name,
-                trial_id=item.trial.trial_id,
-                run_id=item.run.run_id,
-                benchmark=item.run.benchmark,
-                pair=item.run.pair,
-                method=plan.method,
-                seed=item.run.seed,
-                variant=plan.variant or "",
-            )
-            settings = config.flat()
-            evaluations += evaluation_rows(item.history, identity=identity, settings=settings)
-            summaries.append(
-                summary_row(
-                    item.summary,
-                    identity=identity,
-                    settings=settings,
-                    state=item.state,
-                    run_dir=run_dir(item.run.run_id),
-                    has_features=item.has_features,
-                    has_weights=item.has_weights,
-                    attempts=item.run.attempts,
-                    node_failures=item.run.node_failures,
-                    extra=item.extra,
-                )
-            )
-        self.writer.flush(evaluations, summaries)
-        flushed, self.ending = self.ending, []
-        self._flushed_at = self.clock()
         for item in flushed:
-            item.run.saved = True
             self.rows.pop(item.run.run_id, None)
             self.jobs.pop(item.run.run_id, None)
-        self._save(force=True)
-        if self.spec.keep == "final":
-            for item in flushed:
-                self.study.prune_run(item.run.run_id)
+        self._save(force=True)  # the records say "saved" before any directory is pruned
+        self.buffer.prune(flushed)
 
     def _save(self, *, force: bool) -> None:
         now = self.clock()
@@ -846,56 +637,13 @@ class StudyDriver:
             return
         if not force and now - self._saved_at < max(SAVE_EVERY_S, 20 * self._save_cost):
             return
-        started = time.perf_counter()
-        self.study.write_state(self.state)
-        self._save_cost = time.perf_counter() - started
+        self._save_cost = timed_write(lambda: self.study.write_state(self.state))
         self._saved_at, self._dirty = now, False
 
-    # -- progress --------------------------------------------------------------------------
     def _progress_line(self) -> None:
-        trials = self.state.trials.values()
-        runs = [r for t in trials for r in t.runs]
-        count = {s: sum(t.state == s for t in trials) for s in ("done", "stopped", "errored")}
-        queued = sum(r not in self.began for r in self.active)
-        line = (
-            f"{self.spec.name}: runs {sum(r.state == 'done' for r in runs)} done, "
-            f"{len(self.began)} running, {queued} queued; trials {count['done']}/"
-            f"{self.source.expected} done, {count['stopped']} stopped early, "
-            f"{count['errored']} errored"
-        )
-        best = self._best()
-        if best:
-            line += f"; {best}"
-        # Every change of the trials' counts or of the best; run counts at most every 30 s.
-        key = line.split("; trials ", 1)[-1]
-        now = self.clock()
-        if line != self._last_line and (key != self._last_key or now - self._said_at >= 30):
-            self._last_line, self._last_key, self._said_at = line, key, now
-            self.say(line)
-
-    def _best(self) -> str:
-        pick = max if self.spec.mode == "max" else min
-        done = [t for t in self.state.trials.values() if t.state == "done" and t.value is not None]
-        if not done:
-            return ""
-        if self.spec.objective == "mean" or len(self.spec.pairs) == 1:
-            best = pick(done, key=lambda t: t.value)
-            return f"best {self.spec.metric} {best.value:.2f} ({best.description})"
-        per_pair: dict[str, float] = {}
-        for trial in done:
-            for pair, value in trial.per_pair.items():
-                per_pair[pair] = pick(value, per_pair.get(pair, value))
-        order = [p for _, p in self.spec.pairs]
-        return f"best {self.spec.metric} per pair: " + ", ".join(
-            f"{p} {per_pair[p]:.1f}" for p in order if p in per_pair
-        )
-
-    def _failure_message(self) -> str:
-        errored = [t for t in self.state.trials.values() if t.state == "errored"]
-        first = errored[0]
-        reason = str(first.reason or "no reason recorded").splitlines()[0]
-        return (
-            f"study {self.spec.name}: no trial finished ({len(errored)} of "
-            f"{self.source.expected} errored); the first, trial {first.trial_id}: {reason} "
-            f"(`cmcl study status {self.study}` lists every failed run)"
+        self.voice.counts(
+            self.state.trials.values(),
+            running=len(self.began),
+            queued=sum(r not in self.began for r in self.active),
+            expected=self.source.expected,
         )
