@@ -54,12 +54,13 @@ def reopen_run(trial: TrialRecord, run: RunRecord, ended: dict[str, str], *, ret
 
 
 def reopen_trials(state: StudyState, ended: dict[str, str], *, retry: bool) -> None:
-    """Every trial of ``state`` after a restart (see :func:`reopen_run`); an errored trial with
-    a run to run again is running again, its cancelled runs with it."""
+    """Every trial of ``state`` after a restart (see :func:`reopen_run`); an errored trial none
+    of whose runs stays failed is running again, its cancelled runs with it (the results
+    may even hold all its runs: then it is done)."""
     for trial in state.trials.values():
         for run in trial.runs:
             reopen_run(trial, run, ended, retry=retry)
-        if trial.state == "errored" and any(r.state == "pending" for r in trial.runs):
+        if trial.state == "errored" and not any(r.state == "failed" for r in trial.runs):
             trial.state, trial.reason = "running", None
             for run in trial.runs:
                 if run.state == "cancelled":

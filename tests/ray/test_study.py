@@ -210,3 +210,37 @@ def test_asha_stops_runs_and_their_slots_serve_the_next_runs(private_ray, tiny_s
         for run in trial.runs:
             assert run.state in ("stopped", "cancelled")
             assert run.evaluations < 100
+
+
+def test_a_planted_pickle_in_the_study_directory_is_never_executed(
+    private_ray, tiny_store, tmp_path
+):
+    """Resume reads plain data only: pickles planted where cmcl 0.1 kept Tune's state (or
+    anywhere else in the directory) are never loaded."""
+    import pickle
+
+    from cmcl.ray.study import run_study
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    spec = variants_spec("planted", tiny_store, {"name": "ok"})
+    study = create_study_dir(spec, storage=tmp_path)
+    run_study(study.location, echo=False)
+    for relative in ("tune/tuner.pkl", "tune/searcher-state.pkl", "state.pkl", "runs/x.pkl"):
+        path = study.path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(Payload()))
+    # A finished study, and one with a trial to run again: neither loads a pickle.
+    run_study(study.location, echo=False)
+    state = study.read_state()
+    state.trials["t0000"].runs[0].state = "failed"
+    state.trials["t0000"].runs[0].cause = "node"
+    state.trials["t0000"].state = "errored"
+    study.write_state(state)
+    run_study(study.location, echo=False)
+    assert not marker.exists()
+    assert study.read_state().trials["t0000"].state == "done"
