@@ -32,15 +32,21 @@ import time
 from pathlib import Path
 
 
-def measure(study_file: str, *, cpus: int, synthetic: bool, assignments: list[str]) -> dict:
+def measure(
+    study_file: str, *, cpus: int, synthetic: bool, assignments: list[str], keep: str | None = None
+) -> dict:
     from cmcl.config import parse_assignments
     from cmcl.ray.study import run_new_study
     from cmcl.results import SUMMARIES_DIR, read_dataset
     from cmcl.study.directory import StudyDir, command_line_overrides
     from cmcl.study.spec import load_spec
 
+    import dataclasses
+
     spec = load_spec(study_file)
     spec = spec.on_synthetic() if synthetic else spec
+    if keep is not None:
+        spec = dataclasses.replace(spec, keep=keep)
     overrides = command_line_overrides(spec, assignments=parse_assignments(assignments))
     work = Path(tempfile.mkdtemp(prefix="study-pace-"))
     os.environ.setdefault("RAY_TMPDIR", str(work / "ray"))
@@ -56,6 +62,8 @@ def measure(study_file: str, *, cpus: int, synthetic: bool, assignments: list[st
         runs = [r for t in study.read_state().trials.values() for r in t.runs]
         slot = sum(r.slot_s for r in runs)
         resolved = study.read_meta().get("resolved", {})
+        files = [p for p in study.path.rglob("*") if p.is_file()]
+        size = sum(p.stat().st_size for p in files)
         timeline = sorted((r.began_at, r.ended_at, r.pid, r.run_id) for r in runs)
         for began, ended, pid, run in timeline:
             print(f"  {run:<24} pid {pid:>7}  {began - t0:7.1f} -> {ended - t0:7.1f} s")
@@ -70,6 +78,9 @@ def measure(study_file: str, *, cpus: int, synthetic: bool, assignments: list[st
             "ratio": wall / (own / slots),
             "in_task_per_run": (slot - own) / len(runs),
             "between_runs_per_run": (wall * slots - slot) / len(runs),
+            "bytes_per_run": size / len(runs),
+            "files_per_run": len(files) / len(runs),
+            "files": len(files),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -81,16 +92,23 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true", help="run its synthetic twin")
     parser.add_argument("--set", dest="assignments", action="append", default=[])
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the private Ray")
+    parser.add_argument("--keep", choices=("final", "all"), help="instead of the file's keep")
     args = parser.parse_args()
     result = measure(
-        args.study, cpus=args.cpus, synthetic=args.synthetic, assignments=args.assignments
+        args.study,
+        cpus=args.cpus,
+        synthetic=args.synthetic,
+        assignments=args.assignments,
+        keep=args.keep,
     )
     print(
         f"{result['study']}: {result['runs']} runs on {result['slots']} slots; wall "
         f"{result['wall']:.1f} s, own {result['own']:.1f} s, ideal {result['ideal']:.1f} s, "
         f"ratio {result['ratio']:.3f}; per run beyond its own training: "
         f"{result['in_task_per_run']:.2f} s in its task, "
-        f"{result['between_runs_per_run']:.2f} s of slot idle between runs (tail included)"
+        f"{result['between_runs_per_run']:.2f} s of slot idle between runs (tail included); "
+        f"{result['bytes_per_run'] / 2**20:.1f} MiB and {result['files_per_run']:.2f} files per "
+        f"run ({result['files']} files in all)"
     )
 
 
