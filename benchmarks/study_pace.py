@@ -35,13 +35,13 @@ from pathlib import Path
 def measure(
     study_file: str, *, cpus: int, synthetic: bool, assignments: list[str], keep: str | None = None
 ) -> dict:
+    import dataclasses
+
     from cmcl.config import parse_assignments
     from cmcl.ray.study import run_new_study
     from cmcl.results import SUMMARIES_DIR, read_dataset
     from cmcl.study.directory import StudyDir, command_line_overrides
     from cmcl.study.spec import load_spec
-
-    import dataclasses
 
     spec = load_spec(study_file)
     spec = spec.on_synthetic() if synthetic else spec
