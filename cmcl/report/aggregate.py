@@ -31,22 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# The selection metrics are cmcl.common's (the study layer values trials by them too).
+from cmcl.common import METRIC_TEXT, METRICS
+
 RULES: dict[str, str] = {
     "last9": "mean of the last k={k} adaptation-stage evaluations of each run (the paper's protocol)",
     "best": "best adaptation-stage evaluation of each run (ORACLE: chosen with target labels)",
     "final": "last evaluation of each run",
-}
-METRICS: dict[str, str] = {
-    "target_acc": "max",
-    "source_val_acc": "max",
-    "target_entropy": "min",
-    "snd": "max",
-}
-METRIC_TEXT: dict[str, str] = {
-    "target_acc": "target_acc (ORACLE: uses target labels)",
-    "source_val_acc": "source_val_acc (held-out source accuracy, max)",
-    "target_entropy": "target_entropy (mean target prediction entropy, min)",
-    "snd": "snd (soft neighbourhood density, max)",
 }
 ACCURACIES = ("target_acc", "target_acc_rgb", "target_acc_flow")
 DEFAULT_LAST_K = 9

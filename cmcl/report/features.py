@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cmcl.common import pair_label
 from cmcl.report.document import Figure
-from cmcl.report.paper import pair_label
 from cmcl.report.plots import data_kind, save
 
 COLUMNS = ("domain", "split", "segment_index", "label", "modality", "space", "vector")

@@ -20,21 +20,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cmcl.common import pair_label
 from cmcl.report.aggregate import matches, normalise_value
 from cmcl.report.choose import choose
 from cmcl.report.document import Figure
 from cmcl.report.names import safe_name
-from cmcl.report.paper import PAPER_DEFAULTS, benchmark_family, family_pairs, pair_label
+from cmcl.report.paper import (
+    PAPER_DEFAULTS,
+    benchmark_family,
+    family_pairs,
+    paper_sensitivity,
+)
 
 SWEPT = {
     "cfg.method.lam": "λ (weight of the adaptation terms)",
     "cfg.method.threshold": "T (pseudo-label threshold)",
     "cfg.method.tau": "τ (temperature)",
     "cfg.method.delta": "δ (memory-bank momentum)",
-}
-PAPER_TABLE6 = {
-    "cfg.method.lam": {1.0: 50.1, 1.25: 51.0, 1.5: 49.5},
-    "cfg.method.threshold": {0.6: 49.8, 0.8: 51.0, 0.9: 49.6},
 }
 MAX_CURVE_VALUES = 12
 METHOD_COLOURS = {
@@ -163,11 +165,10 @@ def sensitivity_figures(runs: pd.DataFrame, folder: Path, rule: str) -> list[Fig
         ]
         reference = float(base.groupby("pair")["target_acc"].mean().mean()) if len(base) else None
         fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.8), squeeze=False)
+        # The paper's Table 6 points: only beside real-data EPIC runs of its own method.
+        paper = paper_sensitivity(method) if family == "epic" and not synthetic else {}
         for ax, column in zip(axes[0], columns, strict=True):
-            show_paper = family == "epic" and not synthetic and method == "cmco"
-            _sweep_axis(
-                ax, group, column, reference, PAPER_TABLE6.get(column) if show_paper else None
-            )
+            _sweep_axis(ax, group, column, reference, paper.get(column))
         pairs = group["pair"].nunique()
         fig.suptitle(
             f"Sensitivity of {method} — {benchmark} ({data_kind(benchmark)}), study {study}\n"

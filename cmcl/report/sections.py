@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cmcl.common import pair_label
 from cmcl.report.choose import choose
 from cmcl.report.document import Block, Bullets, Heading, Table, Text
 from cmcl.report.features import (
@@ -16,7 +17,7 @@ from cmcl.report.features import (
     tsne_figure,
 )
 from cmcl.report.names import run_file_names
-from cmcl.report.paper import benchmark_family, class_names, family_pairs, pair_label
+from cmcl.report.paper import benchmark_family, class_names, family_pairs
 from cmcl.report.plots import METHOD_COLOURS
 from cmcl.report.protocol import FEATURE, modes_text, run_modes
 from cmcl.report.selection import (

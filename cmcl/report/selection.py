@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from cmcl.report.aggregate import METRICS, normalise_value, varied_settings
+from cmcl.common import METRICS, pair_label
+from cmcl.report.aggregate import normalise_value, varied_settings
 from cmcl.report.choose import short_name
-from cmcl.report.paper import pair_label
 
 CRITERIA = ("source_val_acc", "target_entropy", "snd")
 KEYS = ["study", "benchmark", "pair", "method"]

@@ -23,9 +23,8 @@ from typing import Any
 
 import pandas as pd
 
-from cmcl.report.paper import normalise_pair
+from cmcl.common import IDENTITY, normalise_pair
 
-IDENTITY = ("study", "trial_id", "run_id", "benchmark", "pair", "method", "seed")
 SINGLE_RUNS = "single runs"
 """Study name shared by bare run directories, so that their seeds pool together."""
 
@@ -228,6 +227,7 @@ def _tidy_evals(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     for column in IDENTITY:
         if column not in evals:
             evals[column] = ""
+    evals["variant"] = evals["variant"].fillna("").astype(str)
     evals["seed"] = evals["seed"].fillna(0).astype("int64")
     evals["pair"] = evals["pair"].astype(str).map(normalise_pair)
     evals["run_key"] = evals["study"].astype(str) + "/" + evals["run_id"].astype(str)
@@ -249,9 +249,7 @@ def _runs_table(
     if evals.empty:
         return pd.DataFrame(columns=[*IDENTITY, "run_key", "finished", "run_dir", "has_features"])
     first = evals.groupby("run_key", sort=True).first()
-    # A study's runs also carry their variant (part of what names a run's report files).
-    variant = ["variant"] if "variant" in first.columns else []
-    runs = first[[*IDENTITY, *variant, *cfg_columns]].reset_index()
+    runs = first[[*IDENTITY, *cfg_columns]].reset_index()
     runs["n_evals"] = evals.groupby("run_key", sort=True).size().to_numpy()
     adapt = evals[evals["stage"] == "adapt"].groupby("run_key")["step"].max()
     runs["last_adapt_step"] = runs["run_key"].map(adapt).fillna(0).astype("int64")
