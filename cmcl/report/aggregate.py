@@ -83,46 +83,65 @@ def metric_text(metric: str | None) -> str:
     return METRIC_TEXT.get(metric or "target_acc", f"{metric} (unknown direction: max)")
 
 
+def rule_rows(evals: pd.DataFrame) -> pd.DataFrame:
+    """The rows a rule reads, in order: each run's adaptation-stage evaluations, or the
+    evaluations of its last stage when it has none; plus ``_from_end`` (0 = the last one)."""
+    stage = evals["stage"].astype(str)
+    keys = evals["run_key"]
+    is_adapt = stage == "adapt"
+    has_adapt = is_adapt.groupby(keys, sort=False).transform("any")
+    last_stage = stage.groupby(keys, sort=False).transform("last")
+    rows = evals[is_adapt | (~has_adapt & (stage == last_stage))]
+    return rows.assign(_from_end=rows.groupby("run_key", sort=False).cumcount(ascending=False))
+
+
+def _numeric(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``columns`` as floats (NaN where a value is not a number, all NaN where absent)."""
+    return pd.DataFrame(
+        {c: pd.to_numeric(frame[c], errors="coerce") if c in frame else np.nan for c in columns},
+        index=frame.index,
+    ).astype(float)
+
+
 def run_accuracy(evals: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """One row per ``run_key``: accuracies under ``rule``, ``k``, ``n_used`` and the metrics."""
+    """One row per ``run_key``: accuracies under ``rule``, ``k``, ``n_used`` and the metrics.
+
+    ``evals``: tidy evaluation rows (each run's rows in stage and step order).
+    Computed for all runs at once (no loop over runs): a report reads thousands.
+    """
     check_rule(rule)
-    rows = []
-    for run_key, group in evals.groupby("run_key", sort=True):
-        adapt = group[group["stage"] == "adapt"]
-        if adapt.empty:
-            adapt = group[group["stage"] == group["stage"].iloc[-1]]
-        k = _last_k(adapt)
-        tail = adapt.tail(k)
-        if rule == "last9":
-            chosen = tail
-        elif rule == "final":
-            chosen = adapt.tail(1)
-        else:
-            chosen = adapt.loc[[adapt["target_acc"].astype(float).idxmax()]]
-        row: dict[str, Any] = {"run_key": run_key, "k": k, "n_used": len(chosen)}
-        for column in ACCURACIES:
-            row[column] = _mean(chosen, column)
-        window = adapt.tail(1) if rule == "final" else tail
-        for column in METRICS:
-            if column != "target_acc":
-                row[column] = _mean(window, column)
-        row["step"] = int(chosen["step"].iloc[-1])
-        rows.append(row)
-    columns = ["run_key", "k", "n_used", *ACCURACIES, *list(METRICS)[1:], "step"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _last_k(adapt: pd.DataFrame) -> int:
-    if "cfg.train.eval_last_k" in adapt and pd.notna(adapt["cfg.train.eval_last_k"].iloc[0]):
-        return int(adapt["cfg.train.eval_last_k"].iloc[0])
-    return DEFAULT_LAST_K
-
-
-def _mean(frame: pd.DataFrame, column: str) -> float:
-    if column not in frame:
-        return float("nan")
-    values = pd.to_numeric(frame[column], errors="coerce")
-    return float(values.mean()) if values.notna().any() else float("nan")
+    criteria = [m for m in METRICS if m != "target_acc"]
+    columns = ["run_key", "k", "n_used", *ACCURACIES, *criteria, "step"]
+    if evals.empty:
+        return pd.DataFrame(columns=columns)
+    rows = rule_rows(evals)
+    keys = rows["run_key"]
+    if "cfg.train.eval_last_k" in rows:
+        first_k = rows.groupby("run_key", sort=False)["cfg.train.eval_last_k"].transform("first")
+        k = pd.to_numeric(first_k, errors="coerce").fillna(DEFAULT_LAST_K).astype("int64")
+    else:
+        k = pd.Series(DEFAULT_LAST_K, index=rows.index, dtype="int64")
+    tail = rows["_from_end"] < k
+    last = rows["_from_end"] == 0
+    if rule == "last9":
+        chosen = tail
+    elif rule == "final":
+        chosen = last
+    else:
+        # The first evaluation with the highest fused accuracy (NaN never wins).
+        accuracy = pd.to_numeric(rows["target_acc"], errors="coerce").fillna(-np.inf)
+        chosen = rows.index.isin(accuracy.groupby(keys, sort=False).idxmax())
+        chosen = pd.Series(chosen, index=rows.index)
+    window = last if rule == "final" else tail
+    picked = rows[chosen]
+    grouped = _numeric(picked, ACCURACIES).groupby(picked["run_key"], sort=True)
+    table = grouped.mean()
+    table["n_used"] = grouped.size()
+    table["step"] = picked.groupby("run_key", sort=True)["step"].last().astype("int64")
+    windowed = rows[window]
+    table = table.join(_numeric(windowed, criteria).groupby(windowed["run_key"]).mean())
+    table["k"] = k.groupby(keys, sort=True).first()
+    return table.reset_index()[columns]
 
 
 @dataclass(frozen=True)

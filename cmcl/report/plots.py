@@ -22,7 +22,7 @@ import pandas as pd
 
 from cmcl.common import pair_label
 from cmcl.report.aggregate import matches, normalise_value
-from cmcl.report.choose import choose
+from cmcl.report.choose import Choice, choose
 from cmcl.report.document import Figure
 from cmcl.report.names import safe_name
 from cmcl.report.paper import (
@@ -184,10 +184,29 @@ def sensitivity_figures(runs: pd.DataFrame, folder: Path, rule: str) -> list[Fig
     return figures
 
 
+def curve_choices(runs: pd.DataFrame, metric: str) -> dict[tuple[str, str, str], Choice]:
+    """(benchmark, pair, method) -> the configuration whose seeds a training curve shows."""
+    choices = {}
+    for (benchmark, pair, method), group in runs.groupby(["benchmark", "pair", "method"]):
+        chosen = choose(group, metric=metric)
+        if chosen is not None:
+            choices[(benchmark, pair, method)] = chosen
+    return choices
+
+
 def training_curve_figures(
-    evals: pd.DataFrame, runs: pd.DataFrame, folder: Path, metric: str
+    evals: pd.DataFrame,
+    runs: pd.DataFrame,
+    folder: Path,
+    metric: str,
+    choices: dict[tuple[str, str, str], Choice] | None = None,
 ) -> list[Figure]:
-    """Per benchmark: target accuracy against global step, one panel per pair, a line per method."""
+    """Per benchmark: target accuracy against global step, one panel per pair, a line per method.
+
+    ``evals`` needs to hold the evaluations of the chosen runs only (:func:`curve_choices`,
+    computed here when not given).
+    """
+    choices = curve_choices(runs, metric) if choices is None else choices
     figures = []
     for benchmark, bench_runs in runs.groupby("benchmark"):
         order = family_pairs(benchmark_family(benchmark)[0])
@@ -200,10 +219,7 @@ def training_curve_figures(
         )
         for ax, pair in zip(axes.flat, pairs, strict=False):
             for method in _method_order(bench_runs["method"].unique()):
-                chosen = choose(
-                    bench_runs[(bench_runs["pair"] == pair) & (bench_runs["method"] == method)],
-                    metric=metric,
-                )
+                chosen = choices.get((benchmark, pair, method))
                 if chosen is None:
                     continue
                 curves = evals[evals["run_key"].isin(chosen.runs["run_key"])]
