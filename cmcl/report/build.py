@@ -42,7 +42,7 @@ from cmcl.report.plots import (
     sensitivity_figures,
     training_curve_figures,
 )
-from cmcl.report.progress import Progress
+from cmcl.report.progress import Progress, release_memory
 from cmcl.report.sections import overview_blocks, selection_blocks
 from cmcl.report.store import Results, load_results
 from cmcl.report.tables import TableResult, fill_table
@@ -190,6 +190,7 @@ def _build(dirs: Sequence[str | Path], out: Path, options: _Options) -> ReportSu
     plots = out / "plots"
     progress, rule = options.progress, options.rule
     results = load_results(dirs, progress=progress)
+    release_memory()
     runs = runs_with_accuracy(results, rule)
     finished = runs[runs["finished"]]
     progress.stage(f"building the report: {len(runs)} runs, {len(finished)} finished")
@@ -219,6 +220,7 @@ def _build(dirs: Sequence[str | Path], out: Path, options: _Options) -> ReportSu
         summary.missing += len(table.missing)
         summary.unplanned += len(table.unplanned)
     metric = _metric(results, [s.name for s in results.studies])
+    release_memory()
     if len(finished):
         progress.stage("selection metrics and sensitivity figures")
         doc.add(*selection_blocks(results.checkpoints, finished, rule))
@@ -239,6 +241,7 @@ def _build(dirs: Sequence[str | Path], out: Path, options: _Options) -> ReportSu
         progress.stage(f"training curves: reading the evaluations of {len(keys)} chosen runs")
         curves = training_curve_figures(results.curves(keys), finished, plots, metric, choices)
         doc.add(Heading(1, "Training curves"), *curves)
+        release_memory()
         doc.add(
             *feature_blocks(
                 finished,

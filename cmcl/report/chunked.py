@@ -6,8 +6,11 @@ per ended run, and ``results/part-*.parquet``, one row per evaluation of those
 runs, written by :mod:`cmcl.results` a flush at a time; the chunks a reader
 uses are :func:`cmcl.results.study_chunks` (a chunk half written or half
 merged by a killed writer is skipped). One chunk of each dataset, holding the
-same runs, is one batch; only the columns the report uses are read (Parquet
-column projection), and a chunk is dropped once reduced. Which chunk holds
+same runs, is read a part at a time: the summaries whole (one small row per
+run), the evaluations in parts of about :data:`EVAL_ROWS` rows holding whole
+runs (a run that spans two parts is held back to the next); only the columns
+the report uses are read (Parquet column projection), and a part is dropped
+once reduced. Which chunk holds
 each run is remembered, to read a few runs' curves again from their chunk only.
 
 Only ended runs are here (done, or stopped early by the study's scheduler):
@@ -20,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cmcl.common import IDENTITY
@@ -35,6 +40,8 @@ from cmcl.report.source import (
 )
 from cmcl.results import RESULTS_DIR, SUMMARIES_DIR, Chunk, study_chunks
 
+EVAL_ROWS = 32_768
+"""Evaluation rows per part of a chunk (a few hundred runs of a default schedule)."""
 SUMMARY_COLUMNS = (*IDENTITY, "state", "run_dir", "has_features", "wall_s", "extra")
 """Summary columns read besides ``cfg.*`` (the reported numbers are recomputed from the
 evaluations, under the report's rule, as for version 1)."""
@@ -54,44 +61,85 @@ class ChunkedStudy(Source):
         """run_id -> the chunk holding it (filled while reading)."""
         self.chunks: list[Chunk] = []
 
-    def _read(
-        self,
-        directory: str,
-        chunk: Chunk,
-        columns: Sequence[str] | None,
-        run_ids: Collection[str] | None = None,
-    ) -> pd.DataFrame | None:
-        relative = f"{directory}/{chunk.name}"
+    def _problem(self, relative: str, error: Exception) -> None:
+        self.problem(
+            f"{self.store.uri(relative)}: unreadable Parquet ({type(error).__name__}: {error}); "
+            "its runs are left out"
+        )
+
+    def _summaries(self, chunk: Chunk) -> pd.DataFrame | None:
+        relative = f"{SUMMARIES_DIR}/{chunk.name}"
         try:
             with self.store.open_input_file(relative) as handle:
-                present = pq.read_schema(handle).names
-            wanted = [c for c in present if c in columns] if columns else None
-            if columns and "cfg.*" in columns:
-                wanted = [*(wanted or []), *(c for c in present if c.startswith("cfg."))]
-            filters = [("run_id", "in", sorted(run_ids))] if run_ids is not None else None
-            with self.store.open_input_file(relative) as handle:
-                table = pq.read_table(handle, columns=wanted, filters=filters)
-        except Exception as error:  # a chunk truncated by a lost node or an object store hiccup
-            self.problem(
-                f"{self.store.uri(relative)}: unreadable Parquet ({type(error).__name__}: "
-                f"{error}); its runs are left out"
-            )
+                reader = pq.ParquetFile(handle)
+                present = reader.schema_arrow.names
+                wanted = [c for c in present if c in SUMMARY_COLUMNS or c.startswith("cfg.")]
+                return self._runs(reader.read(columns=wanted).to_pandas())
+        except Exception as error:  # truncated by a lost node, or an object store's hiccup
+            self._problem(relative, error)
             return None
-        return table.to_pandas()
+
+    def _evaluations(
+        self, chunk: Chunk, columns: Sequence[str] | None, run_ids: Collection[str] | None = None
+    ) -> Iterator[pd.DataFrame]:
+        """The chunk's evaluation rows (of ``run_ids`` if given), whole runs per part, about
+        :data:`EVAL_ROWS` rows each: a merged chunk holds thousands of runs, and reading it
+        whole would make memory grow with the study.
+
+        Raises whatever reading the file raises (the caller turns it into a problem line).
+        """
+        with self.store.open_input_file(f"{RESULTS_DIR}/{chunk.name}") as handle:
+            reader = pq.ParquetFile(handle)
+            present = reader.schema_arrow.names
+            wanted = [c for c in present if c in columns] if columns else None
+            wanted = None if wanted is None else [*dict.fromkeys(["run_id", *wanted])]
+            keep = None if run_ids is None else pa.array(sorted(run_ids), pa.string())
+            if not _runs_together(reader.read(columns=["run_id"]).column("run_id")):
+                # Not as cmcl.results writes them: read the chunk whole rather than split a run.
+                table = reader.read(columns=wanted)
+                if keep is not None:
+                    table = table.filter(pc.is_in(table.column("run_id"), value_set=keep))
+                yield table.to_pandas()
+                return
+            pending: pd.DataFrame | None = None
+            for batch in reader.iter_batches(batch_size=EVAL_ROWS, columns=wanted):
+                if keep is not None:
+                    batch = batch.filter(pc.is_in(batch.column("run_id"), value_set=keep))
+                frame = batch.to_pandas()
+                if pending is not None:
+                    frame = pd.concat([pending, frame], ignore_index=True)
+                if frame.empty:
+                    continue
+                # The last run may go on in the next batch: hold its rows back.
+                last = frame["run_id"].to_numpy()[-1]
+                tail = (frame["run_id"] == last).to_numpy()
+                pending = frame[tail]
+                if (~tail).any():
+                    yield frame[~tail]
+            if pending is not None and len(pending):
+                yield pending
 
     def batches(self) -> Iterator[Batch]:
         self.chunks = study_chunks(self.store)
         for chunk in self.chunks:
-            summaries = self._read(SUMMARIES_DIR, chunk, (*SUMMARY_COLUMNS, "cfg.*"))
-            if summaries is None:
+            runs = self._summaries(chunk)
+            if runs is None:
                 continue
-            evals = self._read(RESULTS_DIR, chunk, EVAL_COLUMNS)
-            if evals is None:
-                continue
-            runs = self._runs(summaries)
             for run_id in runs["run_id"]:
                 self.chunk_of[run_id] = chunk
-            yield Batch(tidy_evals(evals, self.info.name), runs)
+            seen: set[str] = set()
+            try:
+                for part in self._evaluations(chunk, EVAL_COLUMNS):
+                    ids = set(part["run_id"].unique())
+                    seen |= ids
+                    yield Batch(tidy_evals(part, self.info.name), runs[runs["run_id"].isin(ids)])
+            except Exception as error:
+                self._problem(f"{RESULTS_DIR}/{chunk.name}", error)
+                continue
+            # Ended runs without a single evaluation (a run stopped before its first one).
+            alone = runs[~runs["run_id"].isin(seen)]
+            if len(alone):
+                yield Batch(tidy_evals(pd.DataFrame(), self.info.name), alone)
 
     def _runs(self, summaries: pd.DataFrame) -> pd.DataFrame:
         runs = summaries.copy()
@@ -116,11 +164,18 @@ class ChunkedStudy(Source):
             chunks = self.chunks or study_chunks(self.store)
         else:
             chunks = sorted({self.chunk_of[r] for r in run_ids if r in self.chunk_of})
-        needed = None if columns is None else [*dict.fromkeys(("run_id", *columns))]
         for chunk in chunks:
-            wanted = (
-                None if run_ids is None else [r for r in run_ids if self.chunk_of.get(r) == chunk]
-            )
-            evals = self._read(RESULTS_DIR, chunk, needed, wanted)
-            if evals is not None:
-                yield tidy_evals(evals, self.info.name)
+            mine = None if run_ids is None else [r for r in run_ids if self.chunk_of[r] == chunk]
+            try:
+                for part in self._evaluations(chunk, columns, mine):
+                    yield tidy_evals(part, self.info.name)
+            except Exception as error:
+                self._problem(f"{RESULTS_DIR}/{chunk.name}", error)
+
+
+def _runs_together(run_ids: pa.ChunkedArray) -> bool:
+    """Whether each run's rows are consecutive (as :class:`cmcl.results.ResultsWriter` writes)."""
+    if len(run_ids) < 2:
+        return True
+    changes = pc.sum(pc.not_equal(run_ids.slice(1), run_ids.slice(0, len(run_ids) - 1)))
+    return (changes.as_py() or 0) + 1 == pc.count_distinct(run_ids).as_py()

@@ -72,7 +72,9 @@ def retrieval_records(runs: pd.DataFrame, progress: Progress) -> tuple[list[dict
     """Per run with features: identity and retrieval accuracy (``rgb``, ``flow``, ``rgb+flow``);
     and run_key -> why, for the runs whose file could not be read."""
     records, problems, computed = [], {}, 0
-    for done, run in enumerate(runs.to_dict("records"), start=1):
+    columns = ["run_key", "study", "benchmark", "pair", "method", "seed", "run_dir"]
+    needed = runs[[*columns, *(k for k in EXTRA_KEYS.values() if k in runs)]]
+    for done, run in enumerate(needed.to_dict("records"), start=1):
         accuracy = _recorded(run)
         if accuracy is None:
             try:

@@ -163,3 +163,30 @@ def test_an_object_store_location_without_a_v2_study(tmp_path, monkeypatch):
         load_results(["mem://old"])
     with pytest.raises(FileNotFoundError, match="mem://nothing: no study directory"):
         load_results(["mem://nothing"])
+
+
+def test_chunks_are_read_in_parts_that_never_split_a_run(tmp_path, monkeypatch):
+    import cmcl.report.chunked as chunked
+
+    study = write_study_v2(tmp_path, "grid", _grid(), meta=META, spec=SPEC, flush_every=17)
+    whole = runs_with_accuracy(load_results([study]), "last9").set_index("run_key")
+    # 14 rows per finished run: parts of 10 rows end inside runs, which must be held back.
+    monkeypatch.setattr(chunked, "EVAL_ROWS", 10)
+    parts = runs_with_accuracy(load_results([study]), "last9").set_index("run_key")
+    pd.testing.assert_frame_equal(parts, whole)
+    assert set(parts["n_evals"]) == {14, 7}
+
+
+def test_a_chunk_whose_runs_are_interleaved_is_read_whole(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    import cmcl.report.chunked as chunked
+
+    study = write_study_v2(tmp_path, "grid", _grid()[:4], meta=META, spec=SPEC, flush_every=4)
+    expected = runs_with_accuracy(load_results([study]), "last9").set_index("run_key")
+    (chunk,) = (study / "results").glob("part-*.parquet")
+    table = pq.read_table(chunk)
+    pq.write_table(table.take(list(range(0, len(table), 2)) + list(range(1, len(table), 2))), chunk)
+    monkeypatch.setattr(chunked, "EVAL_ROWS", 10)
+    got = runs_with_accuracy(load_results([study]), "last9").set_index("run_key")
+    pd.testing.assert_frame_equal(got[expected.columns], expected)
