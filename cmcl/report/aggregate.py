@@ -134,14 +134,36 @@ def run_accuracy(evals: pd.DataFrame, rule: str) -> pd.DataFrame:
         chosen = pd.Series(chosen, index=rows.index)
     window = last if rule == "final" else tail
     picked = rows[chosen]
-    grouped = _numeric(picked, ACCURACIES).groupby(picked["run_key"], sort=True)
-    table = grouped.mean()
-    table["n_used"] = grouped.size()
+    table = _means_by_run(picked, ACCURACIES)
+    table["n_used"] = picked.groupby("run_key", sort=True).size()
     table["step"] = picked.groupby("run_key", sort=True)["step"].last().astype("int64")
-    windowed = rows[window]
-    table = table.join(_numeric(windowed, criteria).groupby(windowed["run_key"]).mean())
+    table = table.join(_means_by_run(rows[window], criteria))
     table["k"] = k.groupby(keys, sort=True).first()
-    return table.reset_index()[columns]
+    return table.rename_axis("run_key").reset_index()[columns]
+
+
+def _means_by_run(rows: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Per run (its rows consecutive), each column's mean over its numbers, summed exactly
+    as pandas' ``Series.mean`` sums (NaN as 0, numpy's pairwise sum of the run's slice): the
+    report computed it run by run so, and its CSVs must not change in the last digit."""
+    keys = rows["run_key"].to_numpy()
+    if not len(keys):
+        return pd.DataFrame(columns=list(columns), index=pd.Index([], name="run_key"))
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    means = {}
+    for column, values in _numeric(rows, columns).items():
+        array = values.to_numpy(float)
+        valid = ~np.isnan(array)
+        filled = np.where(valid, array, 0.0)
+        counts = np.add.reduceat(valid.astype(np.int64), starts)
+        sums = np.array([filled[a:b].sum() for a, b in zip(starts, ends, strict=True)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[column] = np.where(counts > 0, sums / counts, np.nan)
+    table = pd.DataFrame(means, index=pd.Index(keys[starts], name="run_key"))
+    if table.index.has_duplicates:
+        raise ValueError("evaluation rows of a run must be consecutive (tidy them first)")
+    return table.sort_index()
 
 
 @dataclass(frozen=True)
@@ -213,8 +235,14 @@ def configuration_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def with_configuration(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` plus ``config`` (the settings that define a configuration, as JSON) and
-    ``shared_config`` (the same without ``cfg.method.*``: what a source-only baseline must share)."""
+    """``runs`` plus ``config`` (which configuration: equal settings that define one, equal
+    code) and ``shared_config`` (the same without ``cfg.method.*``: what a source-only
+    baseline must share).
+
+    The codes sort as the settings' JSON texts do (ties between configurations go to the
+    first in that order), but take a few bytes per run instead of a few thousand: a report
+    of 10,000 runs carries the table of runs through every step.
+    """
     columns = configuration_columns(runs)
     shared = [i for i, c in enumerate(columns) if not c.startswith("cfg.method.")]
     config, shared_config = [], []
@@ -223,7 +251,14 @@ def with_configuration(runs: pd.DataFrame) -> pd.DataFrame:
         values = [normalise_value(v) for v in row]
         config.append(_key(columns, values))
         shared_config.append(_key([columns[i] for i in shared], [values[i] for i in shared]))
-    return runs.assign(config=config, shared_config=shared_config)
+    return runs.assign(config=_codes(config), shared_config=_codes(shared_config))
+
+
+def _codes(keys: list[str]) -> list[str]:
+    """``c0``, ``c1``... in the sorted order of ``keys`` (equal keys, equal codes)."""
+    ranks, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=True)
+    width = len(str(max(len(uniques) - 1, 0)))
+    return [f"c{rank:0{width}d}" for rank in ranks]
 
 
 def _key(columns: list[str], values: list[Any]) -> str:
