@@ -433,13 +433,16 @@ class Measurement:
     peak_mb: float
     returncode: int
     note: str = ""
+    stderr: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _run(command: list[str], *, env: dict[str, str], cap_mb: float) -> Measurement:
+def _run(command: list[str], *, env: dict[str, str], cwd: Path, cap_mb: float) -> Measurement:
     """Run ``command``; its wall time and peak RSS (``wait4``), killed above ``cap_mb``."""
     start = time.monotonic()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     killed, ended = threading.Event(), threading.Event()
 
     def watch() -> None:
@@ -465,7 +468,9 @@ def _run(command: list[str], *, env: dict[str, str], cap_mb: float) -> Measureme
     note = f"killed above {cap_mb:.0f} MB" if killed.is_set() else ""
     if process.returncode and not killed.is_set():
         note = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {process.returncode}"
-    return Measurement(" ".join(command), wall, usage.ru_maxrss / 1024, process.returncode, note)
+    return Measurement(
+        " ".join(command), wall, usage.ru_maxrss / 1024, process.returncode, note, stderr
+    )
 
 
 def measure_report(
@@ -474,8 +479,19 @@ def measure_report(
     """`cmcl report STUDY --out OUT` with the cmcl at ``code``: wall time and peak memory."""
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(code)}
-    command = [sys.executable, "-c", "from cmcl.cli import main; main()", "report", str(study)]
-    return _run([*command, "--out", str(out)], env=env, cap_mb=cap_mb)
+    # `python -c` puts the working directory first on sys.path: run from an empty one, or a
+    # checkout there would shadow ``code``. The first stderr line says which cmcl ran.
+    script = (
+        "import sys, cmcl; print(cmcl.__file__, file=sys.stderr); from cmcl.cli import main; main()"
+    )
+    command = [sys.executable, "-c", script, "report", str(study), "--out", str(out)]
+    neutral = out.parent / "cwd"
+    neutral.mkdir(parents=True, exist_ok=True)
+    result = _run(command, env=env, cwd=neutral, cap_mb=cap_mb)
+    result.extra["cmcl"] = result.stderr.splitlines()[0] if result.stderr else ""
+    if not result.extra["cmcl"].startswith(str(code)):
+        raise RuntimeError(f"the report ran {result.extra['cmcl']!r}, not the cmcl in {code}")
+    return result
 
 
 # -- main ---------------------------------------------------------------------------------
