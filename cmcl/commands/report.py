@@ -5,8 +5,25 @@ from __future__ import annotations
 import click
 
 
+def _check_dirs(ctx: click.Context, param: click.Parameter, dirs: tuple[str, ...]):
+    """Local directories must exist; object-store URIs are checked when they are read."""
+    from pathlib import Path
+
+    from cmcl.filestore import is_uri
+
+    for given in dirs:
+        if not is_uri(given) and not Path(given.removeprefix("file://")).is_dir():
+            raise click.BadParameter(
+                f"{given!r} is not a directory (a study or run directory, or a URI such as "
+                "s3://bucket/prefix/NAME)",
+                ctx=ctx,
+                param=param,
+            )
+    return dirs
+
+
 @click.command("report")
-@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("dirs", nargs=-1, required=True, callback=_check_dirs)
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
@@ -34,21 +51,38 @@ import click
     show_default=True,
     help="At most this many t-SNE figures (one run per benchmark and method); 0 skips t-SNE.",
 )
+@click.option(
+    "--all-features",
+    is_flag=True,
+    help="t-SNE and nearest-neighbour tables for every run with features.parquet (one file at "
+    "a time; slow for many runs), not one representative run per benchmark and method; "
+    "--max-tsne is then ignored.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
 def report_command(
-    dirs: tuple[str, ...], out: str | None, formats: str, rule: str, max_tsne: int
+    dirs: tuple[str, ...],
+    out: str | None,
+    formats: str,
+    rule: str,
+    max_tsne: int,
+    all_features: bool,
+    quiet: bool,
 ) -> None:
     """Write a report of study or run directories: the paper's tables beside reproduced numbers.
 
     \b
-    DIR is a study directory (results/, runs/, study.json, optuna.journal), a run
-    directory from `cmcl train --out` (config.json, metrics.parquet), or a folder
-    holding either one level down; several DIRs are combined. Unfinished runs and
-    missing files are reported, not fatal. Reads result files only (no torch, no Ray).
+    DIR is a study directory (results/, summaries/, runs/, study.json,
+    optuna.journal) as a local path or an object-store URI (s3://bucket/prefix/NAME;
+    results format version 2), a run directory from `cmcl train --out`
+    (config.json, metrics.parquet), or a folder holding either one level down;
+    several DIRs are combined. Unfinished runs and missing files are reported, not
+    fatal. Reads result files only (no torch, no Ray); progress lines go to stderr.
 
     \b
     Example:  cmcl report runs/quickstart --out reports/quickstart
     """
     import shlex
+    import sys
     from pathlib import Path
 
     from cmcl.report.build import build_report, parse_formats
@@ -57,7 +91,7 @@ def report_command(
         chosen = parse_formats(formats)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--formats") from None
-    target = Path(out) if out else Path("reports") / Path(dirs[0]).resolve().name
+    target = Path(out) if out else Path("reports") / _name(dirs[0])
     command = (
         "cmcl report "
         + " ".join(shlex.quote(d) for d in dirs)
@@ -65,8 +99,17 @@ def report_command(
     )
     if rule != "last9":
         command += f" --rule {rule}"
+    if all_features:
+        command += " --all-features"
     summary = build_report(
-        dirs, target, formats=chosen, rule=rule, max_tsne=max_tsne, command=command
+        dirs,
+        target,
+        formats=chosen,
+        rule=rule,
+        max_tsne=max_tsne,
+        command=command,
+        all_features=all_features,
+        progress=None if quiet else sys.stderr,
     )
     click.echo(f"wrote {target}/ ({len(summary.files)} files)")
     for table in summary.tables:
@@ -83,3 +126,14 @@ def report_command(
             f"  {summary.unplanned} paper row(s) or pair(s) not planned by the studies "
             "(empty by design; listed under each table)"
         )
+
+
+def _name(given: str) -> str:
+    """The last part of a path or a URI (the default report folder's name)."""
+    from pathlib import Path
+
+    from cmcl.filestore import is_uri
+
+    if is_uri(given):
+        return given.rstrip("/").rsplit("/", 1)[-1]
+    return Path(given.removeprefix("file://")).resolve().name

@@ -31,22 +31,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# The selection metrics are cmcl.common's (the study layer values trials by them too).
+from cmcl.common import METRIC_TEXT, METRICS
+
 RULES: dict[str, str] = {
     "last9": "mean of the last k={k} adaptation-stage evaluations of each run (the paper's protocol)",
     "best": "best adaptation-stage evaluation of each run (ORACLE: chosen with target labels)",
     "final": "last evaluation of each run",
-}
-METRICS: dict[str, str] = {
-    "target_acc": "max",
-    "source_val_acc": "max",
-    "target_entropy": "min",
-    "snd": "max",
-}
-METRIC_TEXT: dict[str, str] = {
-    "target_acc": "target_acc (ORACLE: uses target labels)",
-    "source_val_acc": "source_val_acc (held-out source accuracy, max)",
-    "target_entropy": "target_entropy (mean target prediction entropy, min)",
-    "snd": "snd (soft neighbourhood density, max)",
 }
 ACCURACIES = ("target_acc", "target_acc_rgb", "target_acc_flow")
 DEFAULT_LAST_K = 9
@@ -92,46 +83,87 @@ def metric_text(metric: str | None) -> str:
     return METRIC_TEXT.get(metric or "target_acc", f"{metric} (unknown direction: max)")
 
 
+def rule_rows(evals: pd.DataFrame) -> pd.DataFrame:
+    """The rows a rule reads, in order: each run's adaptation-stage evaluations, or the
+    evaluations of its last stage when it has none; plus ``_from_end`` (0 = the last one)."""
+    stage = evals["stage"].astype(str)
+    keys = evals["run_key"]
+    is_adapt = stage == "adapt"
+    has_adapt = is_adapt.groupby(keys, sort=False).transform("any")
+    last_stage = stage.groupby(keys, sort=False).transform("last")
+    rows = evals[is_adapt | (~has_adapt & (stage == last_stage))]
+    return rows.assign(_from_end=rows.groupby("run_key", sort=False).cumcount(ascending=False))
+
+
+def _numeric(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``columns`` as floats (NaN where a value is not a number, all NaN where absent)."""
+    return pd.DataFrame(
+        {c: pd.to_numeric(frame[c], errors="coerce") if c in frame else np.nan for c in columns},
+        index=frame.index,
+    ).astype(float)
+
+
 def run_accuracy(evals: pd.DataFrame, rule: str) -> pd.DataFrame:
-    """One row per ``run_key``: accuracies under ``rule``, ``k``, ``n_used`` and the metrics."""
+    """One row per ``run_key``: accuracies under ``rule``, ``k``, ``n_used`` and the metrics.
+
+    ``evals``: tidy evaluation rows (each run's rows in stage and step order).
+    Computed for all runs at once (no loop over runs): a report reads thousands.
+    """
     check_rule(rule)
-    rows = []
-    for run_key, group in evals.groupby("run_key", sort=True):
-        adapt = group[group["stage"] == "adapt"]
-        if adapt.empty:
-            adapt = group[group["stage"] == group["stage"].iloc[-1]]
-        k = _last_k(adapt)
-        tail = adapt.tail(k)
-        if rule == "last9":
-            chosen = tail
-        elif rule == "final":
-            chosen = adapt.tail(1)
-        else:
-            chosen = adapt.loc[[adapt["target_acc"].astype(float).idxmax()]]
-        row: dict[str, Any] = {"run_key": run_key, "k": k, "n_used": len(chosen)}
-        for column in ACCURACIES:
-            row[column] = _mean(chosen, column)
-        window = adapt.tail(1) if rule == "final" else tail
-        for column in METRICS:
-            if column != "target_acc":
-                row[column] = _mean(window, column)
-        row["step"] = int(chosen["step"].iloc[-1])
-        rows.append(row)
-    columns = ["run_key", "k", "n_used", *ACCURACIES, *list(METRICS)[1:], "step"]
-    return pd.DataFrame(rows, columns=columns)
+    criteria = [m for m in METRICS if m != "target_acc"]
+    columns = ["run_key", "k", "n_used", *ACCURACIES, *criteria, "step"]
+    if evals.empty:
+        return pd.DataFrame(columns=columns)
+    rows = rule_rows(evals)
+    keys = rows["run_key"]
+    if "cfg.train.eval_last_k" in rows:
+        first_k = rows.groupby("run_key", sort=False)["cfg.train.eval_last_k"].transform("first")
+        k = pd.to_numeric(first_k, errors="coerce").fillna(DEFAULT_LAST_K).astype("int64")
+    else:
+        k = pd.Series(DEFAULT_LAST_K, index=rows.index, dtype="int64")
+    tail = rows["_from_end"] < k
+    last = rows["_from_end"] == 0
+    if rule == "last9":
+        chosen = tail
+    elif rule == "final":
+        chosen = last
+    else:
+        # The first evaluation with the highest fused accuracy (NaN never wins).
+        accuracy = pd.to_numeric(rows["target_acc"], errors="coerce").fillna(-np.inf)
+        chosen = rows.index.isin(accuracy.groupby(keys, sort=False).idxmax())
+        chosen = pd.Series(chosen, index=rows.index)
+    window = last if rule == "final" else tail
+    picked = rows[chosen]
+    table = _means_by_run(picked, ACCURACIES)
+    table["n_used"] = picked.groupby("run_key", sort=True).size()
+    table["step"] = picked.groupby("run_key", sort=True)["step"].last().astype("int64")
+    table = table.join(_means_by_run(rows[window], criteria))
+    table["k"] = k.groupby(keys, sort=True).first()
+    return table.rename_axis("run_key").reset_index()[columns]
 
 
-def _last_k(adapt: pd.DataFrame) -> int:
-    if "cfg.train.eval_last_k" in adapt and pd.notna(adapt["cfg.train.eval_last_k"].iloc[0]):
-        return int(adapt["cfg.train.eval_last_k"].iloc[0])
-    return DEFAULT_LAST_K
-
-
-def _mean(frame: pd.DataFrame, column: str) -> float:
-    if column not in frame:
-        return float("nan")
-    values = pd.to_numeric(frame[column], errors="coerce")
-    return float(values.mean()) if values.notna().any() else float("nan")
+def _means_by_run(rows: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Per run (its rows consecutive), each column's mean over its numbers, summed exactly
+    as pandas' ``Series.mean`` sums (NaN as 0, numpy's pairwise sum of the run's slice): the
+    report computed it run by run so, and its CSVs must not change in the last digit."""
+    keys = rows["run_key"].to_numpy()
+    if not len(keys):
+        return pd.DataFrame(columns=list(columns), index=pd.Index([], name="run_key"))
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    means = {}
+    for column, values in _numeric(rows, columns).items():
+        array = values.to_numpy(float)
+        valid = ~np.isnan(array)
+        filled = np.where(valid, array, 0.0)
+        counts = np.add.reduceat(valid.astype(np.int64), starts)
+        sums = np.array([filled[a:b].sum() for a, b in zip(starts, ends, strict=True)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[column] = np.where(counts > 0, sums / counts, np.nan)
+    table = pd.DataFrame(means, index=pd.Index(keys[starts], name="run_key"))
+    if table.index.has_duplicates:
+        raise ValueError("evaluation rows of a run must be consecutive (tidy them first)")
+    return table.sort_index()
 
 
 @dataclass(frozen=True)
@@ -203,19 +235,34 @@ def configuration_columns(runs: pd.DataFrame) -> list[str]:
 
 
 def with_configuration(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` plus ``config`` (the settings that define a configuration, as JSON) and
-    ``shared_config`` (the same without ``cfg.method.*``: what a source-only baseline must share)."""
+    """``runs`` plus ``config`` (which configuration: equal settings that define one, equal
+    code) and ``shared_config`` (the same without ``cfg.method.*``: what a source-only
+    baseline must share).
+
+    The codes sort as the settings' JSON texts do (ties between configurations go to the
+    first in that order), but take a few bytes per run instead of a few thousand: a report
+    of 10,000 runs carries the table of runs through every step.
+    """
     columns = configuration_columns(runs)
-    shared = [c for c in columns if not c.startswith("cfg.method.")]
-    records = runs.to_dict("records")
-    return runs.assign(
-        config=[_key(row, columns) for row in records],
-        shared_config=[_key(row, shared) for row in records],
-    )
+    shared = [i for i, c in enumerate(columns) if not c.startswith("cfg.method.")]
+    config, shared_config = [], []
+    # A row at a time, only these columns: a study of 10,000 runs holds no 10,000 dicts.
+    for row in runs[columns].itertuples(index=False, name=None):
+        values = [normalise_value(v) for v in row]
+        config.append(_key(columns, values))
+        shared_config.append(_key([columns[i] for i in shared], [values[i] for i in shared]))
+    return runs.assign(config=_codes(config), shared_config=_codes(shared_config))
 
 
-def _key(row: dict[str, Any], columns: list[str]) -> str:
-    return json.dumps({c: normalise_value(row[c]) for c in columns}, sort_keys=True)
+def _codes(keys: list[str]) -> list[str]:
+    """``c0``, ``c1``... in the sorted order of ``keys`` (equal keys, equal codes)."""
+    ranks, uniques = pd.factorize(pd.Series(keys, dtype=object), sort=True)
+    width = len(str(max(len(uniques) - 1, 0)))
+    return [f"c{rank:0{width}d}" for rank in ranks]
+
+
+def _key(columns: list[str], values: list[Any]) -> str:
+    return json.dumps(dict(zip(columns, values, strict=True)), sort_keys=True)
 
 
 def varied_settings(runs: pd.DataFrame) -> list[str]:

@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from cmcl.report.aggregate import METRICS, matches, normalise_value, varied_settings
+from cmcl.common import METRICS
+from cmcl.report.aggregate import matches, normalise_value, varied_settings
 from cmcl.report.paper import PAPER_DEFAULTS, SETTING_NAMES
 
 

@@ -6,10 +6,8 @@
   coordinates), then drawn per domain, coloured by class. At most
   ``MAX_TSNE_POINTS`` segments per space are embedded (seeded subsample);
   scikit-learn TSNE with PCA initialisation and ``random_state=0``.
-- Retrieval (Figure 6): for each target segment, the nearest source segment by
-  cosine similarity in the ``feature`` space, per modality and with both
-  (concatenated L2-normalised RGB and flow features); accuracy is the fraction
-  whose neighbour has the target segment's class.
+- Retrieval (Figure 6): :mod:`cmcl.report.retrieval` (no matplotlib there, so
+  the run worker can import it), re-exported here.
 """
 
 from __future__ import annotations
@@ -23,11 +21,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cmcl.common import pair_label
 from cmcl.report.document import Figure
-from cmcl.report.paper import pair_label
 from cmcl.report.plots import data_kind, save
+from cmcl.report.retrieval import COLUMNS as COLUMNS
+from cmcl.report.retrieval import matrix, normalised
+from cmcl.report.retrieval import read_features as read_features
+from cmcl.report.retrieval import retrieval as retrieval
+from cmcl.report.retrieval import retrieval_accuracy as retrieval_accuracy
+from cmcl.report.retrieval import retrieval_metrics as retrieval_metrics
 
-COLUMNS = ("domain", "split", "segment_index", "label", "modality", "space", "vector")
 MAX_TSNE_POINTS = 1200
 SPACES = (("feature", "rgb"), ("feature", "flow"), ("projection", "rgb"), ("projection", "flow"))
 SPACE_TITLES = {
@@ -39,74 +42,6 @@ SPACE_TITLES = {
 # 12 distinguishable classes: tab10 then two dark colours; markers separate the last ones further.
 CLASS_COLOURS = [*plt.cm.tab10.colors, (0.0, 0.0, 0.0), (0.55, 0.35, 0.0)]
 CLASS_MARKERS = ["o"] * 10 + ["s", "^"]
-
-
-def read_features(path: Path) -> pd.DataFrame:
-    """Read a features file, checking its columns (see docs/results-format.md)."""
-    frame = pd.read_parquet(path)
-    missing = [c for c in COLUMNS if c not in frame]
-    if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}"
-        )
-    return frame
-
-
-def _matrix(frame: pd.DataFrame) -> np.ndarray:
-    return np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]])
-
-
-def _normalised(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
-
-
-def _domain_view(
-    frame: pd.DataFrame, domain: str, modalities: tuple[str, ...]
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Segments of ``domain`` that have every modality, and their concatenated normalised features."""
-    rows = frame[(frame["domain"] == domain) & (frame["space"] == "feature")]
-    parts, index = [], None
-    for modality in modalities:
-        part = rows[rows["modality"] == modality].set_index(["split", "segment_index"]).sort_index()
-        part = part[~part.index.duplicated()]
-        parts.append(part)
-        index = part.index if index is None else index.intersection(part.index)
-    if index is None or len(index) == 0:
-        return pd.DataFrame(), np.zeros((0, 0), dtype=np.float32)
-    matrix = np.concatenate([_normalised(_matrix(p.loc[index])) for p in parts], axis=1)
-    meta = parts[0].loc[index, ["label"]].reset_index()
-    return meta, _normalised(matrix)
-
-
-def retrieval(frame: pd.DataFrame, modalities: tuple[str, ...]) -> pd.DataFrame:
-    """One row per target segment: its nearest source segment, classes, cosine, match."""
-    source, source_x = _domain_view(frame, "source", modalities)
-    target, target_x = _domain_view(frame, "target", modalities)
-    if source.empty or target.empty:
-        return pd.DataFrame()
-    similarity = target_x @ source_x.T
-    nearest = similarity.argmax(axis=1)
-    return pd.DataFrame(
-        {
-            "target_split": target["split"].to_numpy(),
-            "target_segment": target["segment_index"].to_numpy(),
-            "target_label": target["label"].to_numpy(),
-            "source_split": source["split"].to_numpy()[nearest],
-            "source_segment": source["segment_index"].to_numpy()[nearest],
-            "source_label": source["label"].to_numpy()[nearest],
-            "cosine": similarity[np.arange(len(target)), nearest],
-        }
-    ).assign(same_class=lambda d: d["target_label"] == d["source_label"])
-
-
-def retrieval_accuracy(frame: pd.DataFrame) -> dict[str, float]:
-    """Retrieval accuracy (%) per modality and with both: keys ``rgb``, ``flow``, ``rgb+flow``."""
-    result = {}
-    for name, modalities in (("rgb", ("rgb",)), ("flow", ("flow",)), ("rgb+flow", ("rgb", "flow"))):
-        table = retrieval(frame, modalities)
-        result[name] = 100.0 * float(table["same_class"].mean()) if len(table) else float("nan")
-    return result
 
 
 def _embed(matrix: np.ndarray) -> np.ndarray:
@@ -158,7 +93,7 @@ def tsne_figure(
         rows = frame[(frame["space"] == space) & (frame["modality"] == modality)]
         if len(rows) > MAX_TSNE_POINTS:
             rows = rows.iloc[np.sort(rng.choice(len(rows), MAX_TSNE_POINTS, replace=False))]
-        points = _embed(_normalised(_matrix(rows)))
+        points = _embed(normalised(matrix(rows)))
         labels = rows["label"].to_numpy()
         labels_seen.update(int(v) for v in labels)
         source = (rows["domain"] == "source").to_numpy()

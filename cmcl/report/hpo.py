@@ -7,7 +7,10 @@ varies) becomes a line in the report instead of an error.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -16,12 +19,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.collections import LineCollection
 
+from cmcl.filestore import FileStore, is_uri
 from cmcl.report.document import Block, Bullets, Figure, Heading, Table, Text
 from cmcl.report.plots import save
-from cmcl.report.store import StudyInfo
+from cmcl.report.source import StudyInfo
 
 
 def _load(journal: Path) -> list:
+    """Every Optuna study in a local journal file."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -34,13 +39,36 @@ def _load(journal: Path) -> list:
     ]
 
 
+@contextlib.contextmanager
+def local_journal(journal: Path | str) -> Iterator[Path]:
+    """The journal as a local file: itself, or a temporary copy of one in an object store
+    (Optuna's journal storage reads local files only)."""
+    if not is_uri(str(journal)):
+        yield Path(journal)
+        return
+    parent, _, name = str(journal).rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="cmcl-report-journal-") as folder:
+        local = Path(folder) / name
+        if not FileStore(parent).download(name, local):
+            raise FileNotFoundError(f"{journal}: no such file")
+        yield local
+
+
 def hpo_blocks(study: StudyInfo, folder: Path, kind: str) -> list[Block]:
     """Blocks for every Optuna study in ``study.journal`` (``kind``: synthetic or real data)."""
+    try:
+        with local_journal(study.journal) as journal:
+            return _blocks(study, journal, folder, kind)
+    except FileNotFoundError as error:
+        return [Text(f"{study.journal}: could not be read ({error}).")]
+
+
+def _blocks(study: StudyInfo, journal: Path, folder: Path, kind: str) -> list[Block]:
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
     try:
-        studies = _load(study.journal)
+        studies = _load(journal)
     except Exception as error:  # a journal being written or from another Optuna version
         return [
             Text(f"{study.journal}: could not be read by Optuna ({type(error).__name__}: {error}).")

@@ -7,9 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from cmcl.common import pair_label
 from cmcl.report.aggregate import SeedStat, metric_text, rule_text
 from cmcl.report.document import Block, Bullets, Heading, Table, Text
-from cmcl.report.paper import SETTING_NAMES, pair_label
+from cmcl.report.paper import SETTING_NAMES
 from cmcl.report.protocol import mode_lines, schedule_lines
 from cmcl.report.tables import Cell, RowResult, TableResult
 

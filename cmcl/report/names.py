@@ -21,6 +21,7 @@ import pandas as pd
 
 from cmcl.report.aggregate import configuration_columns, normalise_value
 
+IDENTIFYING = ("run_key", "study", "method", "variant", "pair", "seed", "trial_id", "run_id")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -56,10 +57,21 @@ def run_file_names(runs: pd.DataFrame) -> dict[str, str]:
         ValueError: two runs that nothing here tells apart (which would overwrite
             each other's files); names both run keys.
     """
-    records = runs.to_dict("records")
     columns = configuration_columns(runs)
+    present = [c for c in IDENTIFYING if c in runs]
+    # Identity columns only; a run's settings are read only when its name clashes.
+    records = runs[present].to_dict("records")
     names = {r["run_key"]: _base(r) for r in records}
-    for suffix in (lambda r: f"-c{config_hash(r, columns)}", lambda r: f"-t{_trial_number(r)}"):
+    settings = runs.set_index("run_key")[columns]
+
+    def settings_of(key: str) -> dict[str, Any]:
+        # A one-row frame keeps each column's type (a row Series would upcast bools).
+        return settings.loc[[key]].to_dict("records")[0]
+
+    for suffix in (
+        lambda r: f"-c{config_hash(settings_of(r['run_key']), columns)}",
+        lambda r: f"-t{_trial_number(r)}",
+    ):
         counts = pd.Series(list(names.values())).value_counts()
         clashing = set(counts[counts > 1].index)
         for r in records:

@@ -11,11 +11,14 @@ does, so they are shown but never filtered on. Rows without a ``method``
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any
+
+# One spelling of a pair and one copy of the paper's numbers, shared with the study layer;
+# the report's modules import them from here.
+from cmcl.common import normalise_pair as normalise_pair
+from cmcl.common import pair_label as pair_label
+from cmcl.common import paper_numbers as paper_data
 
 # The settings a paper row does not name take the paper's defaults (SPEC sections 3-6).
 PAPER_DEFAULTS: dict[str, Any] = {
@@ -63,16 +66,6 @@ TITLES: dict[str, str] = {
     "table8_alignment_epic": "Table 8: contrastive vs adversarial alignment (EPIC mean)",
 }
 SUMMARY_COLUMNS = ("Mean", "Gain", "Gain via sampling")
-
-
-def normalise_pair(pair: str) -> str:
-    """``"D2->D1"`` and ``"D2-D1"`` both become ``"D2-D1"``."""
-    return str(pair).replace("->", "-").replace("→", "-").strip().upper()
-
-
-def pair_label(pair: str) -> str:
-    """``"D2-D1"`` -> ``"D2→D1"`` for display."""
-    return normalise_pair(pair).replace("-", "→")
 
 
 @dataclass(frozen=True)
@@ -150,13 +143,6 @@ def _row(raw: dict[str, Any], unique: bool) -> PaperRow:
     )
 
 
-@lru_cache(maxsize=1)
-def paper_data() -> dict[str, Any]:
-    """The raw JSON (source, pairs, tables, defaults)."""
-    text = resources.files("cmcl.report").joinpath("paper_tables.json").read_text()
-    return json.loads(text)
-
-
 def paper_tables() -> dict[str, PaperTable]:
     """Every table key (``table2_ucf_hmdb``, ``table3_epic``...) -> its :class:`PaperTable`."""
     data = paper_data()
@@ -174,6 +160,22 @@ def paper_tables() -> dict[str, PaperTable]:
             note=raw.get("note", ""),
         )
     return tables
+
+
+def paper_sensitivity(method: str = "cmco") -> dict[str, dict[float, float]]:
+    """Table 6 as curves: for lambda and T, value -> the paper's mean accuracy of ``method``,
+    the other setting at the paper's default (``{"cfg.method.lam": {1.0: 50.1, ...}}``)."""
+    table = paper_tables()["table6_hyperparameters_epic"]
+    curves: dict[str, dict[float, float]] = {}
+    for row in table.rows:
+        settings = dict(row.required)
+        if row.method != method or row.values[0] is None:
+            continue
+        for column, value in settings.items():
+            others = [c for c in settings if c != column]
+            if all(settings[c] == PAPER_DEFAULTS[c] for c in others):
+                curves.setdefault(column, {})[float(value)] = float(row.values[0])
+    return {c: dict(sorted(points.items())) for c, points in curves.items()}
 
 
 def family_pairs(family: str) -> tuple[str, ...]:

@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from cmcl.common import normalise_pair
 from cmcl.report.aggregate import matches
-from cmcl.report.paper import PAPER_DEFAULTS, PaperRow, normalise_pair
-from cmcl.report.store import StudyInfo
+from cmcl.report.paper import PAPER_DEFAULTS, PaperRow
+from cmcl.report.source import StudyInfo
 
 
 @dataclass(frozen=True)

@@ -20,21 +20,23 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from cmcl.common import pair_label
 from cmcl.report.aggregate import matches, normalise_value
-from cmcl.report.choose import choose
+from cmcl.report.choose import Choice, choose
 from cmcl.report.document import Figure
 from cmcl.report.names import safe_name
-from cmcl.report.paper import PAPER_DEFAULTS, benchmark_family, family_pairs, pair_label
+from cmcl.report.paper import (
+    PAPER_DEFAULTS,
+    benchmark_family,
+    family_pairs,
+    paper_sensitivity,
+)
 
 SWEPT = {
     "cfg.method.lam": "λ (weight of the adaptation terms)",
     "cfg.method.threshold": "T (pseudo-label threshold)",
     "cfg.method.tau": "τ (temperature)",
     "cfg.method.delta": "δ (memory-bank momentum)",
-}
-PAPER_TABLE6 = {
-    "cfg.method.lam": {1.0: 50.1, 1.25: 51.0, 1.5: 49.5},
-    "cfg.method.threshold": {0.6: 49.8, 0.8: 51.0, 0.9: 49.6},
 }
 MAX_CURVE_VALUES = 12
 METHOD_COLOURS = {
@@ -163,11 +165,10 @@ def sensitivity_figures(runs: pd.DataFrame, folder: Path, rule: str) -> list[Fig
         ]
         reference = float(base.groupby("pair")["target_acc"].mean().mean()) if len(base) else None
         fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 3.8), squeeze=False)
+        # The paper's Table 6 points: only beside real-data EPIC runs of its own method.
+        paper = paper_sensitivity(method) if family == "epic" and not synthetic else {}
         for ax, column in zip(axes[0], columns, strict=True):
-            show_paper = family == "epic" and not synthetic and method == "cmco"
-            _sweep_axis(
-                ax, group, column, reference, PAPER_TABLE6.get(column) if show_paper else None
-            )
+            _sweep_axis(ax, group, column, reference, paper.get(column))
         pairs = group["pair"].nunique()
         fig.suptitle(
             f"Sensitivity of {method} — {benchmark} ({data_kind(benchmark)}), study {study}\n"
@@ -183,10 +184,29 @@ def sensitivity_figures(runs: pd.DataFrame, folder: Path, rule: str) -> list[Fig
     return figures
 
 
+def curve_choices(runs: pd.DataFrame, metric: str) -> dict[tuple[str, str, str], Choice]:
+    """(benchmark, pair, method) -> the configuration whose seeds a training curve shows."""
+    choices = {}
+    for (benchmark, pair, method), group in runs.groupby(["benchmark", "pair", "method"]):
+        chosen = choose(group, metric=metric)
+        if chosen is not None:
+            choices[(benchmark, pair, method)] = chosen
+    return choices
+
+
 def training_curve_figures(
-    evals: pd.DataFrame, runs: pd.DataFrame, folder: Path, metric: str
+    evals: pd.DataFrame,
+    runs: pd.DataFrame,
+    folder: Path,
+    metric: str,
+    choices: dict[tuple[str, str, str], Choice] | None = None,
 ) -> list[Figure]:
-    """Per benchmark: target accuracy against global step, one panel per pair, a line per method."""
+    """Per benchmark: target accuracy against global step, one panel per pair, a line per method.
+
+    ``evals`` needs to hold the evaluations of the chosen runs only (:func:`curve_choices`,
+    computed here when not given).
+    """
+    choices = curve_choices(runs, metric) if choices is None else choices
     figures = []
     for benchmark, bench_runs in runs.groupby("benchmark"):
         order = family_pairs(benchmark_family(benchmark)[0])
@@ -199,10 +219,7 @@ def training_curve_figures(
         )
         for ax, pair in zip(axes.flat, pairs, strict=False):
             for method in _method_order(bench_runs["method"].unique()):
-                chosen = choose(
-                    bench_runs[(bench_runs["pair"] == pair) & (bench_runs["method"] == method)],
-                    metric=metric,
-                )
+                chosen = choices.get((benchmark, pair, method))
                 if chosen is None:
                     continue
                 curves = evals[evals["run_key"].isin(chosen.runs["run_key"])]

@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from cmcl.report.aggregate import METRICS, normalise_value, varied_settings
+from cmcl.common import METRICS, pair_label
+from cmcl.report.aggregate import normalise_value, varied_settings
 from cmcl.report.choose import short_name
-from cmcl.report.paper import pair_label
 
 CRITERIA = ("source_val_acc", "target_entropy", "snd")
 KEYS = ["study", "benchmark", "pair", "method"]
@@ -64,26 +64,49 @@ def _settings(group: pd.DataFrame, config: str, varied: list[str]) -> str:
     return ", ".join(f"{short_name(c)}={normalise_value(first[c])}" for c in varied)
 
 
-def checkpoint_picks(evals: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per group: mean over runs of the oracle's and each criterion's checkpoint accuracy."""
-    adapt = evals[(evals["stage"] == "adapt") & evals["run_key"].isin(runs["run_key"])]
-    per_run = []
-    for run_key, rows in adapt.groupby("run_key", sort=True):
-        accuracy = pd.to_numeric(rows["target_acc"], errors="coerce")
-        record: dict[str, Any] = {"run_key": run_key, "oracle_acc": accuracy.max()}
-        for metric in CRITERIA:
-            pick = _best_index(rows[metric], metric) if metric in rows else None
-            record[f"{metric}_acc"] = accuracy.loc[pick] if pick is not None else math.nan
-        per_run.append(record)
-    if not per_run:
+def checkpoint_values(evals: pd.DataFrame) -> pd.DataFrame:
+    """Per run with adaptation-stage evaluations: ``oracle_acc`` (its best target accuracy)
+    and ``<criterion>_acc``, the target accuracy at the evaluation each criterion ranks best
+    (NaN where the criterion was not logged). All runs at once, no loop over runs."""
+    adapt = evals[evals["stage"] == "adapt"]
+    columns = ["run_key", "oracle_acc", *(f"{m}_acc" for m in CRITERIA)]
+    if adapt.empty:
+        return pd.DataFrame(columns=columns)
+    keys = adapt["run_key"]
+    accuracy = pd.to_numeric(adapt["target_acc"], errors="coerce")
+    table = pd.DataFrame({"oracle_acc": accuracy.groupby(keys, sort=True).max()})
+    for metric in CRITERIA:
+        if metric not in adapt:
+            table[f"{metric}_acc"] = math.nan
+            continue
+        values = pd.to_numeric(adapt[metric], errors="coerce")
+        logged = values.notna().groupby(keys, sort=True).any()
+        worst = math.inf if METRICS[metric] == "min" else -math.inf
+        ranked = values.fillna(worst).groupby(keys, sort=True)
+        best = ranked.idxmin() if METRICS[metric] == "min" else ranked.idxmax()
+        picked = pd.Series(accuracy.loc[best.to_numpy()].to_numpy(), index=best.index)
+        table[f"{metric}_acc"] = picked.where(logged)
+    return table.reset_index()[columns]
+
+
+def checkpoint_table(per_run: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group of ``runs``: mean over its runs of :func:`checkpoint_values`."""
+    if per_run.empty or runs.empty:
         return pd.DataFrame()
-    merged = pd.DataFrame(per_run).merge(runs[["run_key", *KEYS]], on="run_key")
+    merged = per_run.merge(runs[["run_key", *KEYS]], on="run_key")
+    if merged.empty:
+        return pd.DataFrame()
     columns = ["oracle_acc", *(f"{m}_acc" for m in CRITERIA)]
     table = merged.groupby(KEYS, sort=True)[columns].mean().reset_index()
     table.insert(len(KEYS), "runs", merged.groupby(KEYS, sort=True).size().to_numpy())
     for metric in CRITERIA:
         table[f"{metric}_lost"] = table["oracle_acc"] - table[f"{metric}_acc"]
     return table
+
+
+def checkpoint_picks(evals: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group: mean over runs of the oracle's and each criterion's checkpoint accuracy."""
+    return checkpoint_table(checkpoint_values(evals), runs)
 
 
 def _pick_text(acc: float, lost: float, settings: str = "") -> str:

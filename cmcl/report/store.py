@@ -1,96 +1,116 @@
-"""Reading results into pandas: study directories and bare run directories.
+"""Reading study and run directories into one table of runs, in memory flat in their number.
 
-The formats are docs/results-format.md. A study directory holds
-``results/evals-*.parquet`` (one row per evaluation), ``runs/<run_id>/``,
-``study.json``, ``spec.yaml`` and, for HPO studies, ``optuna.journal``; a bare
-run directory (``cmcl train --out DIR``) holds ``config.json``,
-``metrics.parquet`` and ``summary.json``. A directory holding neither is
-searched one level down, so ``cmcl report studies_out/`` reads every study in it.
+The formats are docs/results-format.md. What is read, and by which reader:
+
+- a study directory in results format version 2 (chunked ``results/`` and
+  ``summaries/``): :mod:`cmcl.report.chunked`, from a local path or an
+  object-store URI (``s3://bucket/prefix/NAME``) through
+  :class:`cmcl.filestore.FileStore`;
+- a study directory in version 1 (``results/evals-*.parquet``,
+  ``runs/<run_id>/summary.json``) and bare run directories (``cmcl train
+  --out DIR``: ``config.json``, ``metrics.parquet``): :mod:`cmcl.report.legacy`,
+  local paths only.
+
+A directory holding neither is searched one level down, so ``cmcl report
+studies_out/`` reads every study in it. Every study also has ``study.json``,
+``spec.yaml`` and, for HPO studies, ``optuna.journal``.
+
+Memory: each reader yields a batch of runs (a chunk, or a few hundred runs'
+files) with only the columns used; a batch is reduced to per-run numbers
+(accuracy under every rule, the checkpoint each criterion picks, counts) and
+dropped. :class:`Results` keeps one row per run; the evaluations of a few
+runs (training curves) are read again on demand, and :attr:`Results.evals`
+(every evaluation at once) only when something asks for it (tests, small studies).
 
 Partially written studies are normal (a study still running, a node lost): a
 missing or unreadable file becomes a line in :attr:`Results.problems`, and a
-run without ``summary.json`` whose last adaptation step is short of
-``cfg.train.steps`` is marked unfinished so the tables can leave it out.
+version-1 run without ``summary.json`` whose last adaptation step is short of
+``cfg.train.steps`` is marked unfinished so the tables can leave it out, as is
+a version-2 run stopped early by the study's scheduler.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cmcl.report.paper import normalise_pair
+from cmcl.common import IDENTITY
+from cmcl.filestore import FileStore, is_uri
+from cmcl.report.aggregate import RULES, run_accuracy
+from cmcl.report.chunked import ChunkedStudy, is_chunked
+from cmcl.report.legacy import LegacyStudy, RunDirs
+from cmcl.report.legacy import flatten_config as flatten_config
+from cmcl.report.progress import Progress
+from cmcl.report.retrieval import EXTRA_KEYS
+from cmcl.report.selection import checkpoint_values
+from cmcl.report.source import CURVE_COLUMNS, RUN_INFO, Source, tidy_evals
+from cmcl.report.source import StudyInfo as StudyInfo
 
-IDENTITY = ("study", "trial_id", "run_id", "benchmark", "pair", "method", "seed")
 SINGLE_RUNS = "single runs"
 """Study name shared by bare run directories, so that their seeds pool together."""
-
-
-@dataclass
-class StudyInfo:
-    """One study directory (or the bare run directories, pooled as one pseudo-study)."""
-
-    name: str
-    path: Path
-    kind: str
-    """``study`` or ``runs``."""
-    meta: dict[str, Any] = field(default_factory=dict)
-    spec: str | None = None
-    journal: Path | None = None
-
-    @property
-    def selection_metric(self) -> str | None:
-        value = self.meta.get("selection_metric", self.meta.get("metric"))
-        return str(value) if value else None
-
-    @property
-    def objective(self) -> str | None:
-        value = self.meta.get("objective")
-        return str(value) if value else None
-
-    @property
-    def tables(self) -> tuple[str, ...] | None:
-        """The paper tables the study declares; None when it declares none (the study
-        runner writes an empty list then), meaning every table its runs fill."""
-        value = self.meta.get("tables")
-        return tuple(value) if isinstance(value, list | tuple) and value else None
+STUDY_MARKERS = ("results", "summaries", "study.json", "spec.yaml", "runs")
+RUN_MARKERS = ("config.json", "metrics.parquet")
 
 
 @dataclass
 class Results:
-    """Everything read from the given directories."""
+    """Everything read from the given directories, one row per run."""
 
-    evals: pd.DataFrame
-    """One row per evaluation; identity columns, ``run_key``, metric columns, ``cfg.*``."""
     runs: pd.DataFrame
-    """One row per run: identity, ``run_key``, ``finished``, ``run_dir``, ``has_features``, ``cfg.*``."""
+    """One row per run: identity, ``run_key``, ``finished``, ``state``, ``run_dir``,
+    ``has_features``, ``wall_s``, ``n_evals``, ``last_adapt_step``, the retrieval numbers
+    a summary recorded (:data:`cmcl.report.retrieval.EXTRA_KEYS`, NaN if none), ``cfg.*``."""
     studies: list[StudyInfo]
     problems: list[str]
+    accuracy: dict[str, pd.DataFrame] = field(default_factory=dict)
+    """Rule -> :func:`cmcl.report.aggregate.run_accuracy` of every run."""
+    checkpoints: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """:func:`cmcl.report.selection.checkpoint_values` of every run."""
+    sources: list[Source] = field(default_factory=list, repr=False)
 
     def study(self, name: str) -> StudyInfo | None:
         return next((s for s in self.studies if s.name == name), None)
 
+    def curves(self, run_keys: Collection[str]) -> pd.DataFrame:
+        """The evaluations (stage, step, global_step, target_acc) of ``run_keys`` only."""
+        return self._evaluations(run_keys, CURVE_COLUMNS)
 
-def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
-    """``{"data": {"pair": ...}}`` or ``{"data.pair": ...}`` -> ``{"cfg.data.pair": ...}``."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update({f"cfg.{key}.{k}": v for k, v in value.items()})
-        elif key != "...":
-            flat[f"cfg.{key}"] = value
-    return flat
+    @property
+    def evals(self) -> pd.DataFrame:
+        """Every evaluation of every run, all columns: memory grows with the runs (the
+        report never reads this; tests and small studies do)."""
+        return self._evaluations(None, None)
+
+    def _evaluations(
+        self, run_keys: Collection[str] | None, columns: Sequence[str] | None
+    ) -> pd.DataFrame:
+        parts = []
+        for source in self.sources:
+            prefix = f"{source.info.name}/"
+            ids = None
+            if run_keys is not None:
+                ids = {k[len(prefix) :] for k in run_keys if k.startswith(prefix)}
+                if not ids:
+                    continue
+            parts += [p for p in source.evaluations(ids, columns) if len(p)]
+        if not parts:
+            return pd.DataFrame(columns=[*IDENTITY, "run_key", "stage", "step", "global_step"])
+        return pd.concat(parts, ignore_index=True, sort=False)
 
 
-def load_results(dirs: Sequence[str | Path]) -> Results:
+def load_results(dirs: Sequence[str | Path], *, progress: Progress | None = None) -> Results:
     """Read every study and run directory in ``dirs`` (see the module docstring)."""
-    loader = _Loader()
+    loader = _Loader(progress or Progress(None))
     for given in dirs:
-        path = Path(given)
+        if is_uri(str(given)):
+            loader.add_uri(str(given))
+            continue
+        path = Path(str(given).removeprefix("file://"))
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: not a directory (expected a study or run directory)")
         found = loader.add(path)
@@ -99,187 +119,166 @@ def load_results(dirs: Sequence[str | Path]) -> Results:
             found = sum(loader.add(child) for child in children)
         if not found:
             raise FileNotFoundError(
-                f"{path}: no study (results/, study.json, spec.yaml) or run directory "
-                "(config.json, metrics.parquet) here or one level down"
+                f"{path}: no study (results/, summaries/, study.json, spec.yaml) or run "
+                "directory (config.json, metrics.parquet) here or one level down"
             )
     return loader.finish()
 
 
-def _is_study(path: Path) -> bool:
-    return any((path / n).exists() for n in ("results", "study.json", "spec.yaml", "runs"))
-
-
-def _is_run(path: Path) -> bool:
-    return any((path / n).exists() for n in ("config.json", "metrics.parquet"))
-
-
 class _Loader:
-    def __init__(self) -> None:
-        self.frames: list[pd.DataFrame] = []
-        self.run_dirs: dict[tuple[str, str], Path] = {}
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.sources: list[Source] = []
         self.studies: list[StudyInfo] = []
         self.problems: list[str] = []
+        self.bare: RunDirs | None = None
 
     def add(self, path: Path) -> bool:
-        if _is_study(path):
-            self._add_study(path)
+        if any((path / n).exists() for n in STUDY_MARKERS):
+            self._add_study(FileStore(path))
             return True
-        if _is_run(path):
-            if not any(s.kind == "runs" for s in self.studies):
-                self.studies.append(StudyInfo(name=SINGLE_RUNS, path=path.parent, kind="runs"))
-            self._add_run(path, SINGLE_RUNS)
+        if any((path / n).exists() for n in RUN_MARKERS):
+            if self.bare is None:
+                info = StudyInfo(name=SINGLE_RUNS, path=path.parent, kind="runs", layout="runs")
+                self.bare = RunDirs(info, self.problems)
+                self.studies.append(info)
+                self.sources.append(self.bare)
+            self.bare.add(path)
             return True
         return False
 
-    def _add_study(self, path: Path) -> None:
-        meta = self._read_json(path / "study.json") or {}
-        name = str(meta.get("name") or path.name)
-        if any(s.name == name for s in self.studies):
-            self.problems.append(f"{path}: a study named {name!r} was already read; skipped")
+    def add_uri(self, uri: str) -> None:
+        store = FileStore(uri)
+        if any(store.exists(n) for n in STUDY_MARKERS):
+            self._add_study(store)
             return
-        spec = path / "spec.yaml"
-        journal = path / "optuna.journal"
-        self.studies.append(
-            StudyInfo(
-                name=name,
-                path=path,
-                kind="study",
-                meta=meta,
-                spec=spec.read_text() if spec.exists() else None,
-                journal=journal if journal.exists() else None,
+        children = [store.child(name) for name in store.list_dirs()]
+        studies = [c for c in children if any(c.exists(n) for n in STUDY_MARKERS)]
+        if not studies:
+            raise FileNotFoundError(
+                f"{uri}: no study directory (results/, summaries/, study.json, spec.yaml) "
+                "here or one level down"
             )
+        for child in studies:
+            self._add_study(child)
+
+    def _read_json(self, store: FileStore, name: str) -> dict[str, Any] | None:
+        data = store.read_bytes(name)
+        if data is None:
+            return None
+        try:
+            value = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            self.problems.append(f"{store.uri(name)}: unreadable JSON ({error}); ignored")
+            return None
+        return value if isinstance(value, dict) else None
+
+    def _add_study(self, store: FileStore) -> None:
+        meta = self._read_json(store, "study.json") or {}
+        name = str(meta.get("name") or store.root.rstrip("/").rsplit("/", 1)[-1])
+        if any(s.name == name for s in self.studies):
+            self.problems.append(f"{store.root}: a study named {name!r} was already read; skipped")
+            return
+        spec = store.read_bytes("spec.yaml")
+        journal = None
+        if store.exists("optuna.journal"):
+            journal = (
+                store.uri("optuna.journal") if store.remote else store.local_path("optuna.journal")
+            )
+        chunked = is_chunked(store)
+        if not chunked and store.remote:
+            raise ValueError(
+                f"{store.root}: not a study directory in results format version 2 "
+                "(no summaries/); version-1 studies are read from a local path only"
+            )
+        info = StudyInfo(
+            name=name,
+            path=store.root if store.remote else store.local_path(),
+            kind="study",
+            meta=meta,
+            spec=spec.decode() if spec is not None else None,
+            journal=journal,
+            layout="2" if chunked else "1",
         )
-        seen: set[str] = set()
-        for file in sorted((path / "results").glob("evals-*.parquet")):
-            frame = self._read_parquet(file)
-            if frame is None or frame.empty:
-                continue
-            frame = frame.copy()
-            frame["study"] = name
-            self.frames.append(frame)
-            seen.update(frame["run_id"].astype(str))
-        for run in sorted((path / "runs").glob("*/")):
-            if run.name in seen:
-                self.run_dirs[(name, run.name)] = run
-            elif (run / "metrics.parquet").exists():
-                self._add_run(run, name)
-
-    def _add_run(self, path: Path, study: str) -> None:
-        config = self._read_json(path / "config.json")
-        if config is None:
-            summary = self._read_json(path / "summary.json") or {}
-            config = summary.get("config") or None
-        if not config:
-            self.problems.append(f"{path}: no config.json (nor a config in summary.json); skipped")
-            return
-        metrics = self._read_parquet(path / "metrics.parquet")
-        if metrics is None or metrics.empty:
-            return
-        cfg = flatten_config(config)
-        frame = metrics.copy()
-        for key, value in cfg.items():
-            frame[key] = [value] * len(frame)
-        frame["study"] = study
-        frame["trial_id"] = ""
-        frame["run_id"] = path.name
-        frame["benchmark"] = cfg.get("cfg.data.benchmark", "")
-        frame["pair"] = cfg.get("cfg.data.pair", "")
-        frame["method"] = cfg.get("cfg.method.name", "")
-        frame["seed"] = cfg.get("cfg.train.seed", 0)
-        self.frames.append(frame)
-        self.run_dirs[(study, path.name)] = path
-
-    def _read_json(self, path: Path) -> dict[str, Any] | None:
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            self.problems.append(f"{path}: unreadable JSON ({error}); ignored")
-            return None
-
-    def _read_parquet(self, path: Path) -> pd.DataFrame | None:
-        if not path.exists():
-            return None
-        try:
-            return pd.read_parquet(path)
-        except Exception as error:  # a file being written, or truncated by a lost node
-            self.problems.append(f"{path}: unreadable Parquet ({type(error).__name__}); ignored")
-            return None
+        self.studies.append(info)
+        if chunked:
+            self.sources.append(ChunkedStudy(store, info, self.problems))
+        else:
+            self.sources.append(LegacyStudy(info, self.problems))
 
     def finish(self) -> Results:
-        evals = _tidy_evals(self.frames)
-        runs = _runs_table(evals, self.run_dirs, self.problems)
-        return Results(evals=evals, runs=runs, studies=self.studies, problems=self.problems)
+        runs, accuracy, checkpoints = [], {rule: [] for rule in RULES}, []
+        for source in self.sources:
+            info = source.info
+            self.progress.stage(f"reading {info.name} ({_layout_text(info)}, {info.path})")
+            count = 0
+            for batch in source.batches():
+                runs.append(_with_counts(batch.runs, batch.evals))
+                for rule in RULES:
+                    accuracy[rule].append(run_accuracy(batch.evals, rule))
+                checkpoints.append(checkpoint_values(batch.evals))
+                count += len(batch.runs)
+                self.progress.tick(f"{info.name}: {count} runs read")
+            self.progress.stage(f"{info.name}: {count} runs")
+        table = _runs_table(runs)
+        keys = pd.Index(table["run_key"])
+        none = tidy_evals(pd.DataFrame(), "")
+        return Results(
+            runs=table,
+            studies=self.studies,
+            problems=self.problems,
+            accuracy={
+                rule: _per_run(parts, keys, run_accuracy(none, rule))
+                for rule, parts in accuracy.items()
+            },
+            checkpoints=_per_run(checkpoints, keys, checkpoint_values(none)),
+            sources=self.sources,
+        )
 
 
-def _tidy_evals(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.DataFrame(columns=[*IDENTITY, "run_key", "stage", "step", "global_step"])
-    evals = pd.concat(frames, ignore_index=True, sort=False)
-    if "stage" not in evals:
-        evals["stage"] = "adapt"
-    evals["stage"] = evals["stage"].fillna("adapt").astype(str)
-    for column in ("step", "global_step"):
-        if column not in evals:
-            evals[column] = evals["step"] if "step" in evals else range(len(evals))
-        evals[column] = evals[column].astype("int64")
-    for column in IDENTITY:
-        if column not in evals:
-            evals[column] = ""
-    evals["seed"] = evals["seed"].fillna(0).astype("int64")
-    evals["pair"] = evals["pair"].astype(str).map(normalise_pair)
-    evals["run_key"] = evals["study"].astype(str) + "/" + evals["run_id"].astype(str)
-    # A resumed run may evaluate the same step twice; the later row is the one kept.
-    evals = evals.drop_duplicates(subset=["run_key", "stage", "step"], keep="last")
-    stage_order = evals["stage"].map({"warmup": 0, "adapt": 1}).fillna(2)
-    return (
-        evals.assign(_order=stage_order)
-        .sort_values(["run_key", "_order", "step"])
-        .drop(columns="_order")
-        .reset_index(drop=True)
-    )
+def _layout_text(info: StudyInfo) -> str:
+    return {"1": "results format 1", "2": "results format 2"}.get(info.layout, "run directories")
 
 
-def _runs_table(
-    evals: pd.DataFrame, run_dirs: dict[tuple[str, str], Path], problems: list[str]
-) -> pd.DataFrame:
-    cfg_columns = [c for c in evals.columns if c.startswith("cfg.")]
-    if evals.empty:
-        return pd.DataFrame(columns=[*IDENTITY, "run_key", "finished", "run_dir", "has_features"])
-    first = evals.groupby("run_key", sort=True).first()
-    # A study's runs also carry their variant (part of what names a run's report files).
-    variant = ["variant"] if "variant" in first.columns else []
-    runs = first[[*IDENTITY, *variant, *cfg_columns]].reset_index()
-    runs["n_evals"] = evals.groupby("run_key", sort=True).size().to_numpy()
-    adapt = evals[evals["stage"] == "adapt"].groupby("run_key")["step"].max()
+def _with_counts(runs: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """Per run: evaluations read, last adaptation step, and whether it finished."""
+    if len(evals):
+        counts = evals.groupby("run_key").size()
+        adapt = evals[evals["stage"] == "adapt"].groupby("run_key")["step"].max()
+    else:
+        counts = adapt = pd.Series(dtype="int64")
+    runs = runs.copy()
+    runs["n_evals"] = runs["run_key"].map(counts).fillna(0).astype("int64")
     runs["last_adapt_step"] = runs["run_key"].map(adapt).fillna(0).astype("int64")
-    finished, directory, features, wall = [], [], [], []
-    for row in runs.to_dict("records"):
-        path = run_dirs.get((row["study"], row["run_id"]))
-        summary = (path / "summary.json") if path is not None else None
-        done = summary is not None and summary.exists()
-        target = row.get("cfg.train.steps")
-        if not done and target is not None and pd.notna(target):
-            done = int(row["last_adapt_step"]) >= int(target)
-        finished.append(bool(done))
-        directory.append(str(path) if path is not None else None)
-        features.append(bool(path is not None and (path / "features.parquet").exists()))
-        wall.append(_summary_value(summary, "wall_s", problems))
-    runs["finished"] = finished
-    runs["run_dir"] = directory
-    runs["has_features"] = features
-    runs["wall_s"] = wall
+    target = pd.to_numeric(runs.get("cfg.train.steps"), errors="coerce")
+    reached = runs["last_adapt_step"] >= target if target is not None else False
+    state = runs["state"].fillna("").astype(str)
+    runs["finished"] = (state == "done") | ((state == "") & reached)
     return runs
 
 
-def _summary_value(path: Path | None, key: str, problems: list[str]) -> float:
-    if path is None or not path.exists():
-        return float("nan")
-    try:
-        value = json.loads(path.read_text()).get(key)
-    except (OSError, json.JSONDecodeError):
-        problems.append(f"{path}: unreadable JSON; ignored")
-        return float("nan")
-    return float(value) if isinstance(value, int | float) else float("nan")
+def _runs_table(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    front = [*RUN_INFO, "n_evals", "last_adapt_step", "finished", *EXTRA_KEYS.values()]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=front)
+    runs = pd.concat(parts, ignore_index=True, sort=False)
+    for key in EXTRA_KEYS.values():
+        if key not in runs:
+            runs[key] = float("nan")
+    runs = runs.drop_duplicates("run_key", keep="last").sort_values("run_key", kind="stable")
+    runs["finished"] = runs["finished"].astype(bool)
+    runs["has_features"] = runs["has_features"].astype(bool)
+    runs["wall_s"] = pd.to_numeric(runs["wall_s"], errors="coerce").astype(float)
+    cfg = sorted(c for c in runs.columns if c.startswith("cfg."))
+    rest = [c for c in runs.columns if c not in front and c not in cfg]
+    return runs[[*front, *rest, *cfg]].reset_index(drop=True)
+
+
+def _per_run(parts: list[pd.DataFrame], keys: pd.Index, empty: pd.DataFrame) -> pd.DataFrame:
+    """Per-run rows of every batch, one per run of the runs table, in its order."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return empty
+    table = pd.concat(parts, ignore_index=True).drop_duplicates("run_key", keep="last")
+    return table[table["run_key"].isin(keys)].sort_values("run_key").reset_index(drop=True)

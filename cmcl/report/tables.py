@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from cmcl.common import pair_label
 from cmcl.report.aggregate import (
     SeedStat,
     bootstrap_mean_over_pairs,
     matches,
 )
 from cmcl.report.choose import Choice, choose
-from cmcl.report.paper import PAPER_DEFAULTS, PaperRow, PaperTable, family_pairs, pair_label
+from cmcl.report.paper import PAPER_DEFAULTS, PaperRow, PaperTable, family_pairs
 from cmcl.report.planned import StudyPlan, planned_cells
 
 SOURCE_ONLY = "source_only"

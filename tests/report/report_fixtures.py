@@ -129,6 +129,12 @@ def write_run_dir(
         write_features(path / "features.parquet", run.seed)
 
 
+def run_names(run: Run, index: int, tune_id: str | None) -> tuple[str, str]:
+    """(trial_id, run_id) of the ``index``-th run of a study (see :func:`write_study`)."""
+    trial_id = f"{tune_id}_{index:05d}" if tune_id else f"trial-{run.run_id}"
+    return trial_id, f"{trial_id}-{run.pair}-s{run.seed}" if tune_id else run.run_id
+
+
 def write_study(
     root: Path,
     name: str,
@@ -152,8 +158,7 @@ def write_study(
     for index, run in enumerate(runs):
         config = run.config()
         frame = evals_frame(run, config)
-        trial_id = f"{tune_id}_{index:05d}" if tune_id else f"trial-{run.run_id}"
-        run_id = f"{trial_id}-{run.pair}-s{run.seed}" if tune_id else run.run_id
+        trial_id, run_id = run_names(run, index, tune_id)
         identity = {
             "study": name,
             "trial_id": trial_id,

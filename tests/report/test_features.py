@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 from report_fixtures import write_features
 
-from cmcl.report.features import read_features, retrieval, retrieval_accuracy, tsne_figure
+from cmcl.report.features import (
+    read_features,
+    retrieval,
+    retrieval_accuracy,
+    retrieval_metrics,
+    tsne_figure,
+)
+from cmcl.report.retrieval import accuracy_from_extra
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -98,3 +105,41 @@ def test_read_features_names_missing_columns(tmp_path):
         ValueError, match=r"features.parquet: missing column\(s\) split, segment_index"
     ):
         read_features(path)
+
+
+def test_retrieval_metrics_for_the_summary_extra_map(tmp_path):
+    path = tmp_path / "features.parquet"
+    write_features(path, seed=1, per_domain=20, classes=4, dim=8)
+    metrics = retrieval_metrics(path)
+    assert sorted(metrics) == [
+        "retrieval_flow",
+        "retrieval_rgb",
+        "retrieval_rgb_flow",
+        "retrieval_targets",
+    ]
+    expected = retrieval_accuracy(read_features(path))
+    assert metrics["retrieval_rgb"] == expected["rgb"]
+    assert metrics["retrieval_flow"] == expected["flow"]
+    assert metrics["retrieval_rgb_flow"] == expected["rgb+flow"]
+    assert metrics["retrieval_targets"] == 20.0
+    assert accuracy_from_extra(metrics) == expected
+    assert accuracy_from_extra({"retrieval_rgb": 1.0}) is None
+
+
+def test_retrieval_reads_only_the_feature_space(tmp_path):
+    path = tmp_path / "features.parquet"
+    write_features(path, seed=1, per_domain=6, classes=3, dim=4)
+    assert set(read_features(path, spaces=("feature",))["space"]) == {"feature"}
+    assert set(read_features(path)["space"]) == {"feature", "projection"}
+
+
+def test_the_worker_side_imports_neither_matplotlib_nor_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import cmcl.report.retrieval; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ from cmcl.report.paper import (
     family_pairs,
     normalise_pair,
     paper_data,
+    paper_sensitivity,
     paper_tables,
 )
 
@@ -104,3 +105,23 @@ def test_pair_normalisation_and_defaults():
     assert PAPER_DEFAULTS["cfg.method.lam"] == paper_data()["defaults"]["lambda"]
     assert PAPER_DEFAULTS["cfg.method.threshold"] == paper_data()["defaults"]["threshold"]
     assert PAPER_DEFAULTS["cfg.method.delta"] == paper_data()["defaults"]["momentum"]
+
+
+def test_table6_curves_come_from_the_paper_numbers():
+    # Formerly hard-coded in plots.py; now read from Table 6's rows.
+    assert paper_sensitivity() == {
+        "cfg.method.lam": {1.0: 50.1, 1.25: 51.0, 1.5: 49.5},
+        "cfg.method.threshold": {0.6: 49.8, 0.8: 51.0, 0.9: 49.6},
+    }
+    assert paper_sensitivity("mmd") == {}
+
+
+def test_shared_facts_have_one_source():
+    import cmcl.common as common
+    from cmcl.report import aggregate, paper, store
+
+    assert paper.normalise_pair is common.normalise_pair
+    assert paper.pair_label is common.pair_label
+    assert paper_data is common.paper_numbers
+    assert aggregate.METRICS is common.METRICS and aggregate.METRIC_TEXT is common.METRIC_TEXT
+    assert store.IDENTITY is common.IDENTITY
