@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cmcl.common import normalise_pair
+
 ALIASES = {
     "lambda": "method.lam",
     "lam": "method.lam",
@@ -329,15 +331,6 @@ VIDEO_DEFAULTS: dict[str, Any] = {"train.source_val": "last"}
 """Video mode (``model.backbone=i3d``) changes only what is recorded, not what is computed:
 scoring the source test split at every evaluation would cost more than the target's."""
 _TOP_LEVEL = ("out", "resume")
-
-
-def normalise_pair(pair: str) -> str:
-    """``"D2->D1"``, ``"D2-D1"`` and ``"d2→d1"`` all become ``"D2-D1"``."""
-    text = str(pair).strip().replace("→", "-").replace("->", "-").replace(">", "-")
-    parts = [p for p in text.split("-") if p]
-    if len(parts) != 2:
-        raise ValueError(f"pair must look like SOURCE-TARGET (e.g. D2-D1 or U-H); got {pair!r}")
-    return f"{parts[0].upper()}-{parts[1].upper()}"
 
 
 def resolve_key(key: str) -> tuple[str | None, str]:

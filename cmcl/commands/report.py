@@ -59,6 +59,13 @@ def _check_dirs(ctx: click.Context, param: click.Parameter, dirs: tuple[str, ...
     "--max-tsne is then ignored.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
+@click.option(
+    "--tracking",
+    type=click.Choice(["mlflow", "wandb", "tensorboard"]),
+    default=None,
+    help="Also attach the report's files to each study's group in this tracker (an MLflow "
+    "run `report` in the study's experiment, a W&B artifact; docs/tracking.md).",
+)
 def report_command(
     dirs: tuple[str, ...],
     out: str | None,
@@ -67,6 +74,7 @@ def report_command(
     max_tsne: int,
     all_features: bool,
     quiet: bool,
+    tracking: str | None,
 ) -> None:
     """Write a report of study or run directories: the paper's tables beside reproduced numbers.
 
@@ -91,6 +99,13 @@ def report_command(
         chosen = parse_formats(formats)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--formats") from None
+    if tracking is not None:
+        from cmcl.tracking import TrackingNotInstalledError, check_tracking
+
+        try:
+            check_tracking(tracking)  # before the report is built, not after
+        except TrackingNotInstalledError as error:
+            raise click.ClickException(str(error)) from None
     target = Path(out) if out else Path("reports") / _name(dirs[0])
     command = (
         "cmcl report "
@@ -112,6 +127,12 @@ def report_command(
         progress=None if quiet else sys.stderr,
     )
     click.echo(f"wrote {target}/ ({len(summary.files)} files)")
+    if tracking is not None:
+        from cmcl.tracking import attach_files
+
+        for group in summary.studies:
+            attach_files(sorted(target.iterdir()), tracking=tracking, group=group, directory=target)
+            click.echo(f"  attached to {group} in {tracking}")
     for table in summary.tables:
         click.echo(f"  {table}")
     if not summary.tables:

@@ -32,6 +32,7 @@ from cmcl.report.document import (
     write_csvs,
 )
 from cmcl.report.feature_section import feature_blocks
+from cmcl.report.fidelity import fidelity_blocks
 from cmcl.report.hpo import hpo_blocks
 from cmcl.report.layout import table_blocks
 from cmcl.report.paper import benchmark_family, paper_tables
@@ -65,6 +66,8 @@ class ReportSummary:
     """Lines in the report that list planned rows or pairs without a finished run."""
     unplanned: int = 0
     """Lines that list rows or pairs of the paper's tables no study planned."""
+    studies: list[str] = field(default_factory=list)
+    """The names of the studies read (a two-fidelity study: its own and its stages')."""
 
 
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -209,6 +212,8 @@ def _build(dirs: Sequence[str | Path], out: Path, options: _Options) -> ReportSu
         )
     doc.add(*overview_blocks(results, runs))
     summary = ReportSummary(out=out)
+    summary.studies = [str(m.get("name")) for _, m in results.fidelity]
+    summary.studies += [s.name for s in results.studies if s.kind == "study"]
     doc.add(Heading(1, "The paper's tables"))
     tables = fill_tables(results, runs)
     progress.stage(f"paper tables: {len(tables)} to show")
@@ -229,6 +234,10 @@ def _build(dirs: Sequence[str | Path], out: Path, options: _Options) -> ReportSu
             doc.add(
                 Heading(1, "Sensitivity to lambda, T, tau and delta (Table 6 style)"), *sensitivity
             )
+    for location, meta in results.fidelity:
+        progress.stage(f"fidelity of {meta.get('name')}")
+        doc.add(Heading(1, "Fidelity: screen on features, confirm on video"))
+        doc.add(*fidelity_blocks(location, meta))
     for study in results.studies:
         if study.journal is not None:
             progress.stage(f"HPO plots of {study.name}")

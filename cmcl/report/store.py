@@ -72,6 +72,9 @@ class Results:
     checkpoints: pd.DataFrame = field(default_factory=pd.DataFrame)
     """:func:`cmcl.report.selection.checkpoint_values` of every run."""
     sources: list[Source] = field(default_factory=list, repr=False)
+    fidelity: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(location, study.json) of each two-fidelity study read: its stages are in
+    :attr:`studies`; the report adds a Fidelity section for each."""
 
     def study(self, name: str) -> StudyInfo | None:
         return next((s for s in self.studies if s.name == name), None)
@@ -132,6 +135,7 @@ class _Loader:
         self.studies: list[StudyInfo] = []
         self.problems: list[str] = []
         self.bare: RunDirs | None = None
+        self.fidelity: list[tuple[str, dict[str, Any]]] = []
 
     def add(self, path: Path) -> bool:
         if any((path / n).exists() for n in STUDY_MARKERS):
@@ -175,6 +179,15 @@ class _Loader:
 
     def _add_study(self, store: FileStore) -> None:
         meta = self._read_json(store, "study.json") or {}
+        stages = (meta.get("fidelity") or {}).get("stages")
+        if stages:
+            # A two-fidelity study: its two stages are the studies (cmcl/study/fidelity.py).
+            self.fidelity.append((store.root, meta))
+            for stage in stages:
+                child = store.child(stage)
+                if any(child.exists(n) for n in STUDY_MARKERS):
+                    self._add_study(child)
+            return
         name = str(meta.get("name") or store.root.rstrip("/").rsplit("/", 1)[-1])
         if any(s.name == name for s in self.studies):
             self.problems.append(f"{store.root}: a study named {name!r} was already read; skipped")
@@ -224,6 +237,7 @@ class _Loader:
         keys = pd.Index(table["run_key"])
         none = tidy_evals(pd.DataFrame(), "")
         return Results(
+            fidelity=self.fidelity,
             runs=table,
             studies=self.studies,
             problems=self.problems,

@@ -189,10 +189,8 @@ def end_of_run_numbers(run_dir: Path) -> dict[str, float]:
     path = Path(run_dir) / "features.parquet"
     if not path.exists():
         return {}
-    try:
-        from cmcl.report.features import retrieval_metrics
-    except ImportError:  # a report layer without it: the report computes them itself
-        return {}
+    from cmcl.report.retrieval import retrieval_metrics
+
     return retrieval_metrics(path)
 
 
