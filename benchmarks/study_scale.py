@@ -347,6 +347,53 @@ def _identity(name: str, run: Planned) -> RunIdentity:
     )
 
 
+def write_state(store: FileStore, name: str, runs: list[Planned], values: dict) -> None:
+    """state.json as a study driver leaves it when every trial has ended and was saved
+    (cmcl/study/records.py): what `cmcl study status` and `resume` read."""
+    from cmcl.study.records import RunRecord, StudyState, TrialRecord
+
+    trials: dict[str, TrialRecord] = {}
+    for run in runs:
+        identity = _identity(name, run)
+        trial = trials.get(identity.trial_id)
+        if trial is None:
+            trial = TrialRecord(
+                trial_id=identity.trial_id,
+                number=run.trial,
+                method=run.method,
+                variant=run.variant or None,
+                pairs=[[run.benchmark, run.pair]],
+                params=dict(run.settings),
+                names={},
+                description=f"{run.method} {run.variant} on {run.pair}".strip(),
+                runs=[],
+                state="done",
+                told=True,
+            )
+            trials[identity.trial_id] = trial
+        trial.runs.append(
+            RunRecord(
+                run_id=identity.run_id,
+                benchmark=run.benchmark,
+                pair=run.pair,
+                seed=run.seed,
+                state="done",
+                attempts=1,
+                evaluations=9,
+                saved=True,
+                slot_s=90.0,
+            )
+        )
+    for trial in trials.values():
+        mine = [values[r.run_id] for r in trial.runs]
+        trial.value = sum(mine) / len(mine)
+        trial.per_pair = {trial.pairs[0][1]: trial.value}
+    store.write_json("state.json", StudyState(trials=trials, sessions=1).to_dict())
+    meta = store.read_json("study.json")
+    meta.update(trials=len(trials), runs=len(runs), layout=2)
+    store.write_json("study.json", meta)
+
+
 def _link(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.link(source, target)
@@ -367,12 +414,14 @@ def build_study(root: Path, n: int, templates: dict, *, layout: str = "2") -> Pa
     writer.recover()
     evaluations: list[dict] = []
     summaries: list[dict] = []
+    values: dict[str, float] = {}
     for run in runs:
         config = _config(run)
         template = _template(templates, run.benchmark, run.method)
         identity = _identity(name, run)
         history = history_of(run, config, template, rng)
         summary = summary_of(history, config.train.eval_last_k, wall_s=90.0)
+        values[identity.run_id] = summary["source_val_acc"]
         run_dir = path / "runs" / identity.run_id
         _link(template.features, run_dir / "features.parquet")
         if layout == "1":
@@ -398,6 +447,8 @@ def build_study(root: Path, n: int, templates: dict, *, layout: str = "2") -> Pa
             evaluations, summaries = [], []
     if summaries:
         writer.flush(evaluations, summaries)
+    if layout == "2":
+        write_state(store, name, runs, values)
     (path / "DONE").write_text("")
     return path
 
@@ -494,6 +545,19 @@ def measure_report(
     return result
 
 
+def measure_study_command(study: Path, command: str, *, cap_mb: float = 12_000) -> Measurement:
+    """`cmcl study status|resume STUDY` with this checkout's cmcl: wall time and peak memory
+    (a resume of a finished study must start no Ray: it says so and returns)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = "from cmcl.cli import main; main()"
+    args = [sys.executable, "-c", script, "study", command, str(study)]
+    if command == "resume":
+        args.append("--quiet")
+    neutral = study.parent / "cwd"
+    neutral.mkdir(parents=True, exist_ok=True)
+    return _run(args, env=env, cwd=neutral, cap_mb=cap_mb)
+
+
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -540,6 +604,13 @@ def main() -> None:
                 "build_s": round(built, 1),
                 "note": result.note,
             }
+            if layout == "2" and label == "after":
+                for command in ("status", "resume"):
+                    measured = measure_study_command(study, command, cap_mb=args.cap_mb)
+                    row[f"{command}_s"] = round(measured.wall_s, 2)
+                    row[f"{command}_mb"] = round(measured.peak_mb)
+                    if measured.returncode:
+                        row["note"] += f" {command}: {measured.note}"
             rows.append(row)
             print(json.dumps(row), flush=True)
     _print_table(rows)
