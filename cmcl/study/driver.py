@@ -424,7 +424,7 @@ class StudyDriver:
         run.evaluations = max(run.evaluations, index)
         if trial.ended:
             return
-        rounds = self.progress[trial.trial_id].add(
+        rounds = self._progress_of(trial).add(
             {"kind": "evaluation", "run_id": run.run_id, "index": index, "metrics": selection(row)}
         )
         for result in rounds:
@@ -462,7 +462,7 @@ class StudyDriver:
         )
         if trial.ended:
             return
-        progress = self.progress[trial.trial_id]
+        progress = self._progress_of(trial)
         for index, row in enumerate(history, start=1):
             progress.add(
                 {
@@ -478,9 +478,14 @@ class StudyDriver:
         self._maybe_finish_trial(trial)
 
     def _maybe_finish_trial(self, trial: TrialRecord) -> None:
-        progress = self._progress_of(trial)
-        if not progress.finished or trial.ended:
+        if trial.ended:
+            self.progress.pop(trial.trial_id, None)
             return
+        progress = self._progress_of(trial)
+        if not progress.finished:
+            return
+        # An ended trial's rounds are not needed again: memory stays flat over a long study.
+        self.progress.pop(trial.trial_id, None)
         final = progress.final_result()
         trial.value = final["objective"] if _finite(final["objective"]) else None
         trial.per_pair = {k: v for k, v in final["pairs"].items() if _finite(v)}
@@ -530,6 +535,7 @@ class StudyDriver:
                 self.executor.stop(other.run_id)
             elif other.state == "pending":
                 other.state = "cancelled"
+        self.progress.pop(trial.trial_id, None)
         if tell:
             self.source.tell(trial)
         self.say(f"trial {trial.trial_id} errored: {reason}")
@@ -542,6 +548,7 @@ class StudyDriver:
                 self.executor.stop(run.run_id)
             elif run.state == "pending":
                 run.state = "cancelled"
+        self.progress.pop(trial.trial_id, None)
         self.source.tell(trial)
         self.say(f"trial {trial.trial_id} {trial.reason} ({trial.description})")
 
