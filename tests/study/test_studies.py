@@ -37,6 +37,7 @@ def test_every_expected_file_is_there():
         "hpo_ucf_hmdb",
         "hpo_epic_two_fidelity",
         "hpo_ucf_hmdb_two_fidelity",
+        "two_fidelity_synthetic",
     }
     assert {p.stem for p in STUDIES} == expected
 
@@ -94,7 +95,7 @@ def test_quickstart_is_small():
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in STUDIES if "two_fidelity" in p.stem], ids=lambda p: p.stem
+    "path", [p for p in STUDIES if p.stem.endswith("_two_fidelity")], ids=lambda p: p.stem
 )
 def test_two_fidelity_files_screen_the_hpo_space_and_need_both_locations(path, tmp_path):
     from cmcl.study.fidelity import check_locations
