@@ -69,7 +69,7 @@ def test_commands_import_no_ray_before_their_session_starts():
     import sys
 
     code = (
-        "import sys, cmcl.cli, cmcl.commands.train, cmcl.commands.train_setup, "
+        "import sys, cmcl.cli, cmcl.commands.train, cmcl.launch, "
         "cmcl.commands.features, cmcl.commands.study, cmcl.ray.extract, cmcl.ray.storage, "
         "cmcl.ray.scaling, cmcl.ray.session; print('ray' in sys.modules)"
     )

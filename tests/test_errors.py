@@ -206,7 +206,7 @@ def test_verbose_shows_the_traceback_and_bugs_keep_theirs(tmp_path, capsys, monk
     assert code == 1 and "Traceback" in err and "\nValueError: " in err
 
     # An error that reaches the top level: an Error: line, or re-raised with --verbose.
-    where = "cmcl.commands.train_setup.local_run_state"
+    where = "cmcl.launch._holds_checkpoints"
     monkeypatch.setattr(where, _raise(CorruptFrameError("x.jpg: damaged")))
     code, _, err = _cmcl(capsys, *bad[:3])
     assert code == 1 and _error_line(err) == "Error: x.jpg: damaged"

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
+from pathlib import Path
+from typing import Any
 
 import click
-
-
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
 
 
 @click.command()
@@ -180,17 +176,8 @@ def train(
       cmcl train --method cmco --workers 8 --gpus-per-worker 1 \\
           --address auto --storage s3://my-bucket/cmcl
     """
-    from cmcl.commands.train_setup import (
-        check_video_inputs,
-        given_settings,
-        local_run_state,
-        ray_location,
-        resume_from,
-        run_config,
-    )
-    from cmcl.config import normalise_pair
-    from cmcl.engine import ConsoleReporter, NonFiniteLossError, fit
-    from cmcl.methods import method_class
+    from cmcl.engine.guards import NonFiniteLossError
+    from cmcl.launch import LaunchError, TrainRequest, train_run
 
     named = {"benchmark": benchmark, "pair": pair, "method": method, "seed": seed}
     paths = {
@@ -200,70 +187,76 @@ def train(
         "model.i3d_rgb": i3d_rgb,
         "model.i3d_flow": i3d_flow,
     }
-    try:
-        given = given_settings(named, paths, assignments)
-        default_name = f"{benchmark}-{normalise_pair(pair)}-{method}-s{seed}"
-    except (KeyError, ValueError) as error:
-        _fail(str(error).strip('"'))
-    # click's FloatRange lets nan and inf through (every comparison with nan is False).
-    if not math.isfinite(gpus_per_worker):
-        _fail(f"--gpus-per-worker must be a finite number >= 0, got {gpus_per_worker}")
-    on_ray = workers >= 2 or address is not None
-    _check_tracking(tracking, tracking_dir, on_ray=on_ray)
-    if on_ray:
-        location = ray_location(storage, out, default_name, resume=resume)
-        recorded = location.read_bytes("config.json") if resume else None
-        where = location.uri
-    else:
-        if gpus_per_worker > 0 or storage is not None:
-            _fail("--gpus-per-worker and --storage apply to Ray runs: add --workers N (N >= 2)")
-        if out is None:
-            out = f"runs/{default_name}"
-        recorded = local_run_state(out, resume=resume)
-        where = out
-    try:
-        config = run_config(named, given, recorded, source=f"{where}/config.json")
-        method_class(config.method.name)
-        check_video_inputs(config)
-    except (KeyError, ValueError) as error:
-        _fail(str(error).strip('"'))
-    if on_ray:
-        _train_on_ray(
-            config,
-            location,
-            workers=max(workers, 1),
-            gpus_per_worker=gpus_per_worker,
-            address=address,
-            max_failures=max_failures,
-            quiet=quiet,
-        )
-        return
-    config = config.replace({"out": out, "resume": resume_from(out) if resume else None})
-    click.echo(
-        f"{config.method.name} on {config.data.benchmark} {config.data.pair}, seed "
-        f"{config.train.seed}: {config.train.warmup_steps} warm-up + {config.train.steps} "
-        f"adaptation steps -> {out}",
-        err=True,
+    request = TrainRequest(
+        named=named,
+        given=_given_settings(named, paths, assignments),
+        out=out,
+        resume=resume,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        address=address,
+        storage=storage,
+        max_failures=max_failures,
+        tracking=tracking,
+        tracking_dir=tracking_dir,
+        progress=not quiet,
+        quiet_ray=not _verbose(),
     )
-    reporter = None if quiet else ConsoleReporter()
-    tracked = contextlib.nullcontext()
-    if tracking is not None:
-        from cmcl.tracking import tracking_reporter
-
-        try:
-            reporter = tracking_reporter(
-                tracking, config=config, run_dir=out, directory=tracking_dir, inner=reporter
-            )
-        except ValueError as error:
-            _fail(str(error))
-        tracked = reporter.marking_failure()
     try:
-        with tracked:
-            result = fit(config, reporter)
-    except NonFiniteLossError as error:
-        _fail(str(error))
-    _echo_summary(result.summary)
-    click.echo(f"wrote {out}/summary.json")
+        trained = train_run(request, say=lambda line: click.echo(line, err=True))
+    except (LaunchError, NonFiniteLossError) as error:
+        raise click.ClickException(str(error)) from error
+    s = trained.summary
+    click.echo(
+        f"target accuracy {s['target_acc']:.2f}% (mean of the last {s['evaluations']} "
+        f"evaluations; rgb {s['target_acc_rgb']:.2f}, flow {s['target_acc_flow']:.2f}); "
+        f"best {s['best']['target_acc']:.2f}% at adapt step {s['best']['step']}; "
+        f"{s['steps_per_s']:.3g} steps/s"
+    )
+    click.echo(f"wrote {trained.where}/summary.json")
+
+
+def _given_settings(
+    named: dict[str, Any], paths: dict[str, str | None], assignments: tuple[str, ...]
+) -> dict[str, Any]:
+    """The settings this command line states: options not left at their defaults and --set.
+
+    A resumed run takes every other setting from its config.json.
+    """
+    from click.core import ParameterSource
+
+    from cmcl.config import parse_assignments
+
+    context = click.get_current_context()
+    given = {
+        key: value
+        for key, value in named.items()
+        if context.get_parameter_source(key) is not ParameterSource.DEFAULT
+    }
+    # Absolute: Ray Train workers do not share this process's working directory.
+    given.update({k: str(Path(v).resolve()) for k, v in paths.items() if v is not None})
+    try:
+        assigned = parse_assignments(assignments)
+    except (KeyError, ValueError) as error:
+        raise click.ClickException(str(error).strip('"')) from error
+    given.update(assigned)
+    video_options = [
+        option
+        for option, key in (
+            ("--root", "data.root"),
+            ("--i3d-rgb", "model.i3d_rgb"),
+            ("--i3d-flow", "model.i3d_flow"),
+        )
+        if paths[key] is not None
+    ]
+    if video_options and paths["data.features"] is not None:
+        raise click.UsageError(
+            f"--features (feature mode) and {', '.join(video_options)} (video mode) "
+            "exclude each other; give one"
+        )
+    if video_options and "model.backbone" not in assigned:
+        given["model.backbone"] = "i3d"
+    return given
 
 
 def _verbose() -> bool:
@@ -275,102 +268,6 @@ def _verbose() -> bool:
     context = click.get_current_context(silent=True)
     root = context.find_root().params if context is not None else {}
     return bool(root.get("verbose")) or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
-
-
-def _check_tracking(tracking: str | None, tracking_dir: str | None, *, on_ray: bool) -> None:
-    """Before any run starts: the tracker's client is installed, the options fit together."""
-    if tracking is None:
-        if tracking_dir is not None:
-            _fail("--tracking-dir needs --tracking mlflow|wandb|tensorboard")
-        return
-    if on_ray:
-        _fail(
-            "--tracking applies to runs trained in this process for now; leave out "
-            "--workers/--address, or track the run afterwards with cmcl track sync"
-        )
-    from cmcl.tracking import TrackingNotInstalledError, check_tracking
-
-    try:
-        check_tracking(tracking)
-    except TrackingNotInstalledError as error:
-        _fail(str(error))
-
-
-def _echo_summary(s: dict) -> None:
-    click.echo(
-        f"target accuracy {s['target_acc']:.2f}% (mean of the last {s['evaluations']} "
-        f"evaluations; rgb {s['target_acc_rgb']:.2f}, flow {s['target_acc_flow']:.2f}); "
-        f"best {s['best']['target_acc']:.2f}% at adapt step {s['best']['step']}; "
-        f"{s['steps_per_s']:.3g} steps/s"
-    )
-
-
-def _train_on_ray(
-    config,
-    location,
-    *,
-    workers: int,
-    gpus_per_worker: float,
-    address: str | None,
-    max_failures: int | None,
-    quiet: bool,
-) -> None:
-    """``cmcl train`` through Ray Train (cmcl/ray/train.py) into ``location``; errors become
-    click errors."""
-    from cmcl.engine import NonFiniteLossError
-    from cmcl.ray.scaling import check_scaling, missing_resources
-    from cmcl.ray.session import ray_session
-
-    try:
-        check_scaling(config, workers=workers, gpus_per_worker=gpus_per_worker)
-    except ValueError as error:
-        _fail(str(error))
-    if address is None and gpus_per_worker > 0:
-        import torch
-
-        need, have = math.ceil(workers * gpus_per_worker), torch.cuda.device_count()
-        if need > have:
-            _fail(
-                f"--gpus-per-worker {gpus_per_worker:g} x {workers} workers needs {need} GPUs; "
-                f"this machine has {have} (torch.cuda.device_count()); use --address to run "
-                "on a cluster with GPUs, or leave --gpus-per-worker out to train on CPUs"
-            )
-    click.echo(
-        f"{config.method.name} on {config.data.benchmark} {config.data.pair}, seed "
-        f"{config.train.seed}: {config.train.warmup_steps} warm-up + {config.train.steps} "
-        f"adaptation steps on {workers} Ray Train workers -> {location.uri}",
-        err=True,
-    )
-    with ray_session(address, quiet=not _verbose()) as available:
-        # Imported once the session is up: importing ray first would keep a private Ray from
-        # binding to loopback (cmcl/ray/session.py).
-        from cmcl.ray.train import fit_distributed
-
-        short = missing_resources(
-            available, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=1.0
-        )
-        if short and address is None:
-            _fail(f"{short} (this machine); lower --workers or --gpus-per-worker")
-        if short:
-            click.echo(f"warning: {short}; the run waits for the cluster to grow", err=True)
-        try:
-            summary = fit_distributed(
-                config,
-                workers=workers,
-                gpus_per_worker=gpus_per_worker,
-                storage=location.storage,
-                name=location.name,
-                max_failures=max_failures,
-                progress=not quiet,
-            )
-        except (ValueError, NonFiniteLossError) as error:
-            _fail(str(error))
-        except Exception as error:  # ray.train.TrainingFailedError and its kin
-            if type(error).__module__.startswith("ray."):
-                _fail(f"Ray Train run {location.uri} failed: {error}")
-            raise
-    _echo_summary(summary)
-    click.echo(f"wrote {location.uri}/summary.json")
 
 
 @click.command()

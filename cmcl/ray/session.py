@@ -29,7 +29,12 @@ PRIVATE_ENV = {"RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0
 
 
 @contextlib.contextmanager
-def _private_env() -> Iterator[None]:
+def private_ray_env() -> Iterator[None]:
+    """The :data:`PRIVATE_ENV` settings while the block runs, if ray is not imported yet.
+
+    Enter it before importing a module that imports ray (``cmcl.ray.train``) when
+    a private instance will follow; a no-op once ray is imported.
+    """
     # Ray reads both when it is imported: once imported, changing them splits the
     # driver's view from its children's (an auth-mode mismatch refuses the driver).
     if "ray" in sys.modules:
@@ -92,7 +97,7 @@ def _session(
     logging_level: int,
     dashboard: bool,
 ) -> Iterator[dict[str, float]]:
-    with _private_env() if address is None else contextlib.nullcontext():
+    with private_ray_env() if address is None else contextlib.nullcontext():
         import ray
 
         if ray.is_initialized():

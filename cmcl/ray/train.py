@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import shutil
 import sys
 from collections.abc import Callable, Iterator
@@ -254,6 +255,17 @@ def _initial_resume(config: RunConfig) -> str | None:
     return None if config.resume is None else str(Path(config.resume).resolve())
 
 
+def _check_local_gpus(workers: int, gpus_per_worker: float) -> None:
+    """Before a private Ray starts: this machine has the GPUs the workers ask for."""
+    need, have = math.ceil(workers * gpus_per_worker), torch.cuda.device_count()
+    if need > have:
+        raise ValueError(
+            f"{gpus_per_worker:g} GPUs per worker x {workers} workers needs {need} GPUs; this "
+            f"machine has {have} (torch.cuda.device_count()); join a cluster with GPUs "
+            "(--address), or train on CPUs (no GPUs per worker)"
+        )
+
+
 def fit_distributed(
     config: RunConfig,
     *,
@@ -267,6 +279,8 @@ def fit_distributed(
     placement_strategy: str = "PACK",
     progress: bool = False,
     stoppable: bool = False,
+    address: str | None = None,
+    quiet: bool = False,
     train_loop: TrainLoop = train_worker,
 ) -> dict[str, Any]:
     """Train one run on ``workers`` Ray Train workers; return its summary (as summary.json).
@@ -296,6 +310,9 @@ def fit_distributed(
         progress: print one line per evaluation from rank 0.
         stoppable: the workers stop after an evaluation once :data:`STOP_FILE` is in the
             run's directory (a study stopping the run); the call then raises RunStopped.
+        address: the Ray cluster to join when Ray is not initialised yet (None: a
+            private local instance for the call, :func:`cmcl.ray.session.ray_session`).
+        quiet: Ray's messages about lost nodes become one line each (cmcl/ray/quiet.py).
         train_loop: the per-worker function (tests wrap :func:`train_worker`).
 
     Raises:
@@ -340,8 +357,10 @@ def fit_distributed(
     else:
         # The run's config.json stays as written: a re-run may change only operational keys.
         check_resume_settings(recorded_config(recorded, source=source), config, source=source)
-    private = not ray.is_initialized()
-    with ray_session() as available:
+    private = address is None and not ray.is_initialized()
+    if private and gpus_per_worker > 0:
+        _check_local_gpus(workers, gpus_per_worker)
+    with ray_session(address, quiet=quiet) as available:
         problem = missing_resources(
             available,
             workers=workers,
@@ -349,7 +368,7 @@ def fit_distributed(
             cpus_per_worker=cpus_per_worker,
         )
         if problem and private:
-            raise ValueError(problem)
+            raise ValueError(f"{problem} (this machine); lower the workers or GPUs per worker")
         if problem:
             log.warning("%s; the run waits until the cluster grows", problem)
         use_gpu = gpus_per_worker > 0

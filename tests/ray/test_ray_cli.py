@@ -35,7 +35,7 @@ def test_gpus_per_worker_without_gpus_is_refused(tiny_store, tmp_path):
         "--workers", "2", "--gpus-per-worker", "1", "--storage", str(tmp_path), *_sets(tiny_store)
     )
     assert result.exit_code != 0
-    assert "--gpus-per-worker 1 x 2 workers needs 2 GPUs; this machine has 0" in result.output
+    assert "1 GPUs per worker x 2 workers needs 2 GPUs; this machine has 0" in result.output
 
 
 def test_ray_options_without_workers_are_refused(tiny_store, tmp_path):
