@@ -194,11 +194,7 @@ def study_run(
     driver); otherwise, if it holds the same study, continue it with
     `cmcl study resume DIR`.
     """
-    import dataclasses
-
-    from cmcl.config import parse_assignments
-    from cmcl.study.directory import command_line_overrides
-    from cmcl.study.overrides import describe, load_spec_with, study_overrides
+    from cmcl.study.overrides import study_from_command_line, study_overrides
     from cmcl.study.spec import StudySpecError
 
     try:
@@ -211,24 +207,19 @@ def study_run(
             tracking=tracking,
             assignments=study_assignments,
         )
-        spec = load_spec_with(file, changes)
-        if synthetic:
-            spec = spec.on_synthetic()
-        given = {
-            "workers": workers,
-            "gpus_per_worker": gpus_per_worker,
-            "cpus_per_worker": cpus_per_worker,
-        }
-        given = {k: v for k, v in given.items() if v is not None}
-        if given:
-            spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, **given))
-
-        overrides = command_line_overrides(
-            spec,
+        prepared = study_from_command_line(
+            file,
+            changes=changes,
+            synthetic=synthetic,
+            resources={
+                "workers": workers,
+                "gpus_per_worker": gpus_per_worker,
+                "cpus_per_worker": cpus_per_worker,
+            },
             root=root,
             features=features,
             splits=splits,
-            assignments=parse_assignments(assignments),
+            assignments=assignments,
         )
     except (StudySpecError, ValueError) as error:
         _fail(str(error))
@@ -236,11 +227,10 @@ def study_run(
 
     _drive(
         run_new_study,
-        spec,
-        storage=storage or spec.storage or "studies_out",
-        overrides=overrides,
-        # The spec.yaml header and study.json's source_file say which changes were made.
-        source=f"{file} with {describe(changes)}" if changes else str(file),
+        prepared.spec,
+        storage=storage or prepared.spec.storage or "studies_out",
+        overrides=prepared.overrides,
+        source=prepared.source,
         synthetic=synthetic,
         address=address,
         num_cpus=num_cpus,

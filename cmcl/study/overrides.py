@@ -182,3 +182,55 @@ def _set_search(data: dict[str, Any], rest: str, change: StudyOverride) -> None:
     entry = {k: v for k, v in entry.items() if k in kind and k != field}
     entry[field] = change.value
     _set_setting(data, "search", key, StudyOverride(key, entry, change.shown))
+
+
+@dataclass(frozen=True)
+class CommandLineStudy:
+    """``cmcl study run``'s study: the file's, changed as the command line asks."""
+
+    spec: StudySpec
+    overrides: dict[str, dict[str, Any]]
+    """Per-benchmark run settings from --root/--features/--splits/--set."""
+    source: str
+    """The file, and the options that changed it (spec.yaml's header, study.json)."""
+
+
+def study_from_command_line(
+    path: str | Path,
+    *,
+    changes: Sequence[StudyOverride] = (),
+    synthetic: bool = False,
+    resources: dict[str, Any] | None = None,
+    root: tuple[str, ...] = (),
+    features: tuple[str, ...] = (),
+    splits: tuple[str, ...] = (),
+    assignments: Sequence[str] = (),
+) -> CommandLineStudy:
+    """The study file at ``path`` with ``changes`` (:func:`study_overrides`), its synthetic
+    twin if asked, ``resources`` (``workers``, ``gpus_per_worker``, ``cpus_per_worker``; a
+    None value keeps the file's), and the per-benchmark data locations and ``--set``
+    settings, each checked.
+
+    Raises:
+        StudySpecError, ValueError: the message names the file or option and the key.
+    """
+    import dataclasses
+
+    from cmcl.config import parse_assignments
+    from cmcl.study.directory import command_line_overrides
+
+    spec = load_spec_with(path, changes)
+    if synthetic:
+        spec = spec.on_synthetic()
+    given = {k: v for k, v in (resources or {}).items() if v is not None}
+    if given:
+        spec = dataclasses.replace(spec, resources=dataclasses.replace(spec.resources, **given))
+    overrides = command_line_overrides(
+        spec,
+        root=root,
+        features=features,
+        splits=splits,
+        assignments=parse_assignments(assignments),
+    )
+    source = f"{path} with {describe(changes)}" if changes else str(path)
+    return CommandLineStudy(spec, overrides, source)
