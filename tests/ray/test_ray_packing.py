@@ -54,9 +54,9 @@ def test_ray_places_exactly_the_runs_the_plan_counts(fake_gpu_ray, gpus):
         remove_placement_group(one_more)
 
 
-def test_a_packed_study_runs_its_runs_side_by_side(fake_gpu_ray, tiny_store, tmp_path):
+def test_a_packed_study_runs_its_runs_side_by_side(fake_gpu_ray, tiny_store, tmp_path, capfd):
     from cmcl.ray.study import run_new_study
-    from cmcl.study.records import read_json, read_trial_records
+    from cmcl.study.directory import StudyDir
     from cmcl.study.spec import parse_spec
 
     settings = tiny_overrides(tiny_store)
@@ -71,10 +71,15 @@ def test_a_packed_study_runs_its_runs_side_by_side(fake_gpu_ray, tiny_store, tmp
             "resources": {"gpus_per_worker": 0.5},
         }
     )
-    path = run_new_study(spec, storage=tmp_path, echo=False)
-    resolved = read_json(path / "study.json")["resolved"]
-    assert resolved["parallel_runs"] == 2 and resolved["runs_at_once"] == 2
-    # The trial holds a token; each run asks Ray for its CPU and half a GPU.
-    assert resolved["bundles"] == [{"memory": 1 << 20}] and resolved["pool"]
-    assert resolved["per_run"] == {"CPU": 1.0, "GPU": 0.5}
-    assert [r["state"] for r in read_trial_records(path)] == ["done"]
+    path = run_new_study(spec, storage=tmp_path, echo=True)
+    # 4 CPUs and 2 GPUs hold four runs of 1 CPU + half a GPU each.
+    err = capfd.readouterr().err
+    assert "4 run(s) at once, each 1 CPU + 0.5 GPU (1 worker)" in err
+    study = StudyDir(path)
+    assert study.read_meta()["resolved"]["runs_at_once"] == 4
+    (trial,) = study.read_state().trials.values()
+    assert trial.state == "done"
+    first, second = sorted(trial.runs, key=lambda r: r.began_at)
+    assert first.state == second.state == "done"
+    # Side by side: the second run started before the first one ended.
+    assert second.began_at < first.ended_at
